@@ -1,0 +1,17 @@
+//! CRD types of the MicroK8s Cluster API providers, the CAPI core objects they read, and the
+//! generation of the CRD manifests.
+//!
+//! Everything here is plain data and pure functions; no module talks to an API server.
+
+pub mod bootstrap;
+pub mod capi;
+pub mod conditions;
+pub mod consts;
+pub mod controlplane;
+pub mod crd;
+pub mod version;
+
+pub use bootstrap::{MicroK8sConfig, MicroK8sConfigSpec, MicroK8sConfigStatus, MicroK8sConfigTemplate};
+pub use controlplane::{
+    MicroK8sControlPlane, MicroK8sControlPlaneSpec, MicroK8sControlPlaneStatus, MicroK8sControlPlaneTemplate,
+};
