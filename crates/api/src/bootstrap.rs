@@ -31,9 +31,24 @@ pub const DEFAULT_JOIN_TOKEN_TTL_SECS: i64 = 315_569_260;
     label("cluster.x-k8s.io/provider", "bootstrap-microk8s"),
     label("cluster.x-k8s.io/v1beta1", "v1beta1"),
     label("cluster.x-k8s.io/v1beta2", "v1beta1"),
-    printcolumn(name = "Cluster", type_ = "string", json_path = ".metadata.labels['cluster\\.x-k8s\\.io/cluster-name']", description = "Cluster this configuration belongs to"),
-    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready", description = "Bootstrap data has been generated"),
-    printcolumn(name = "Data Secret", type_ = "string", json_path = ".status.dataSecretName", description = "Name of the Secret holding the bootstrap data"),
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".metadata.labels['cluster\\.x-k8s\\.io/cluster-name']",
+        description = "Cluster this configuration belongs to"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "boolean",
+        json_path = ".status.ready",
+        description = "Bootstrap data has been generated"
+    ),
+    printcolumn(
+        name = "Data Secret",
+        type_ = "string",
+        json_path = ".status.dataSecretName",
+        description = "Name of the Secret holding the bootstrap data"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "MicroK8sConfig is the bootstrap configuration of one MicroK8s machine. The bootstrap provider renders it into cloud-init that installs MicroK8s and initialises the cluster, joins it as a control plane node or joins it as a worker."
 )]
@@ -85,11 +100,7 @@ pub struct InitConfiguration {
 
     /// Lifetime in seconds of the join token that control plane nodes register with
     /// `microk8s add-node`. Unused on workers.
-    #[serde(
-        rename = "joinTokenTTLInSecs",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "joinTokenTTLInSecs", default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = DEFAULT_JOIN_TOKEN_TTL_SECS), range(min = 1))]
     pub join_token_ttl_in_secs: Option<i64>,
 
@@ -196,7 +207,10 @@ pub struct InitConfiguration {
     /// no hold, snapd refreshes within the installed track as it sees fit (Canonical's
     /// behaviour). Needs snapd 2.58 or newer on the image. Added by this implementation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(|forever|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$"), length(max = 64))]
+    #[schemars(
+        regex(pattern = r"^(|forever|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$"),
+        length(max = 64)
+    )]
     pub snap_refresh_hold: Option<String>,
 }
 

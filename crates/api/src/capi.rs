@@ -491,7 +491,12 @@ mod tests {
         assert!(c.infrastructure_ready());
         assert!(c.control_plane_initialized());
         assert_eq!(c.control_plane_failure_domains(), ["a", "b"]);
-        assert!(c.spec.control_plane_ref.unwrap().is("controlplane.cluster.x-k8s.io", "MicroK8sControlPlane"));
+        assert!(
+            c.spec
+                .control_plane_ref
+                .unwrap()
+                .is("controlplane.cluster.x-k8s.io", "MicroK8sControlPlane")
+        );
     }
 
     #[test]
@@ -509,7 +514,12 @@ mod tests {
         assert!(!c.control_plane_initialized());
         assert_eq!(c.control_plane_failure_domains(), ["z1"]);
         assert!(c.endpoint().is_none());
-        assert!(c.spec.control_plane_ref.unwrap().is("controlplane.cluster.x-k8s.io", "MicroK8sControlPlane"));
+        assert!(
+            c.spec
+                .control_plane_ref
+                .unwrap()
+                .is("controlplane.cluster.x-k8s.io", "MicroK8sControlPlane")
+        );
     }
 
     #[test]

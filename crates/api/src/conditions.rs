@@ -182,7 +182,7 @@ pub fn set(conditions: &mut Vec<Condition>, mut new: Condition, generation: Opti
             conditions.push(new);
         }
     }
-    conditions.sort_by(|a, b| order_key(&a.type_).cmp(&order_key(&b.type_)));
+    conditions.sort_by_key(|c| order_key(&c.type_));
 }
 
 /// Removes a condition by type.
@@ -238,7 +238,12 @@ mod tests {
         let mut list = vec![];
         set(&mut list, Condition::false_("Ready", "Waiting", "a"), Some(1), &t(10));
         assert_eq!(list[0].last_transition_time, Some(t(10)));
-        set(&mut list, Condition::false_("Ready", "StillWaiting", "b"), Some(2), &t(20));
+        set(
+            &mut list,
+            Condition::false_("Ready", "StillWaiting", "b"),
+            Some(2),
+            &t(20),
+        );
         assert_eq!(list[0].last_transition_time, Some(t(10)));
         assert_eq!(list[0].reason, "StillWaiting");
         assert_eq!(list[0].observed_generation, Some(2));

@@ -15,8 +15,7 @@ use crate::bootstrap::{MicroK8sConfigSpec, ObjectMetaTemplate};
 use crate::conditions::{Condition, DeprecatedStatus};
 
 /// Pattern of `spec.version` (Canonical's, kept so that existing objects stay valid).
-pub const VERSION_PATTERN: &str =
-    r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([-0-9a-zA-Z_\.+]*)?$";
+pub const VERSION_PATTERN: &str = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([-0-9a-zA-Z_\.+]*)?$";
 
 /// Desired state of a MicroK8s control plane.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -38,13 +37,48 @@ pub const VERSION_PATTERN: &str =
     label("cluster.x-k8s.io/provider", "control-plane-microk8s"),
     label("cluster.x-k8s.io/v1beta1", "v1beta1"),
     label("cluster.x-k8s.io/v1beta2", "v1beta1"),
-    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready", description = "MicroK8sControlPlane API Server is ready to receive requests"),
-    printcolumn(name = "Initialized", type_ = "boolean", json_path = ".status.initialized", description = "The first control plane node accepts joins"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas", description = "Total number of non-terminated machines targeted by this control plane"),
-    printcolumn(name = "Ready Replicas", type_ = "integer", json_path = ".status.readyReplicas", description = "Total number of fully running and ready control plane machines"),
-    printcolumn(name = "Unavailable Replicas", type_ = "integer", json_path = ".status.unavailableReplicas", description = "Total number of unavailable machines targeted by this control plane"),
-    printcolumn(name = "Up-to-date", type_ = "integer", json_path = ".status.upToDateReplicas", description = "Machines that match the desired spec"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version", description = "Desired Kubernetes version"),
+    printcolumn(
+        name = "Ready",
+        type_ = "boolean",
+        json_path = ".status.ready",
+        description = "MicroK8sControlPlane API Server is ready to receive requests"
+    ),
+    printcolumn(
+        name = "Initialized",
+        type_ = "boolean",
+        json_path = ".status.initialized",
+        description = "The first control plane node accepts joins"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Total number of non-terminated machines targeted by this control plane"
+    ),
+    printcolumn(
+        name = "Ready Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Total number of fully running and ready control plane machines"
+    ),
+    printcolumn(
+        name = "Unavailable Replicas",
+        type_ = "integer",
+        json_path = ".status.unavailableReplicas",
+        description = "Total number of unavailable machines targeted by this control plane"
+    ),
+    printcolumn(
+        name = "Up-to-date",
+        type_ = "integer",
+        json_path = ".status.upToDateReplicas",
+        description = "Machines that match the desired spec"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.version",
+        description = "Desired Kubernetes version"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "MicroK8sControlPlane manages the control plane Machines of a MicroK8s cluster: it creates them, keeps the cluster's kubeconfig, scales, upgrades and remediates them without losing dqlite quorum."
 )]
@@ -62,7 +96,10 @@ pub struct MicroK8sControlPlaneSpec {
 
     /// Kubernetes version of the control plane, e.g. `v1.33.4`. MicroK8s installs the newest
     /// patch of the `<major>.<minor>` snap track, so only major and minor select the channel.
-    #[schemars(regex(pattern = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([-0-9a-zA-Z_\.+]*)?$"), length(min = 2, max = 256))]
+    #[schemars(
+        regex(pattern = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([-0-9a-zA-Z_\.+]*)?$"),
+        length(min = 2, max = 256)
+    )]
     pub version: String,
 
     /// How control plane machines are created: the infrastructure template to clone and the

@@ -9,8 +9,14 @@ use crate::{MicroK8sConfig, MicroK8sConfigTemplate, MicroK8sControlPlane, MicroK
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("bootstrap.cluster.x-k8s.io_microk8sconfigs.yaml", MicroK8sConfig::crd()),
-        ("bootstrap.cluster.x-k8s.io_microk8sconfigtemplates.yaml", MicroK8sConfigTemplate::crd()),
-        ("controlplane.cluster.x-k8s.io_microk8scontrolplanes.yaml", MicroK8sControlPlane::crd()),
+        (
+            "bootstrap.cluster.x-k8s.io_microk8sconfigtemplates.yaml",
+            MicroK8sConfigTemplate::crd(),
+        ),
+        (
+            "controlplane.cluster.x-k8s.io_microk8scontrolplanes.yaml",
+            MicroK8sControlPlane::crd(),
+        ),
         (
             "controlplane.cluster.x-k8s.io_microk8scontrolplanetemplates.yaml",
             MicroK8sControlPlaneTemplate::crd(),

@@ -174,7 +174,19 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_semver() {
-        for input in ["", "v1.28", "1", "v1.28.x", "v01.2.3", "1.2.3.4", "v1.2.3-", "v1.2.3+", "v1.2.3-a..b", " 1.2.3", "latest"] {
+        for input in [
+            "",
+            "v1.28",
+            "1",
+            "v1.28.x",
+            "v01.2.3",
+            "1.2.3.4",
+            "v1.2.3-",
+            "v1.2.3+",
+            "v1.2.3-a..b",
+            " 1.2.3",
+            "latest",
+        ] {
             assert!(KubeVersion::parse(input).is_err(), "{input:?} should be rejected");
         }
     }

@@ -1,0 +1,36 @@
+# MicroK8s Cluster API providers in Rust. `make help` lists the targets.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/mk8s-capi/target
+export CARGO_BUILD_JOBS ?= 2
+CARGO ?= cargo
+
+.PHONY: help build test testenv manifests lint fmt clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## Build both managers (release)
+	$(CARGO) build --release --locked --workspace --bins
+
+testenv: ## Build the test binaries (kube-apiserver, etcd, CAPI, helm) from Go modules, cached by version
+	bash hack/build-testenv.sh --all
+
+test: testenv ## Run every test: unit, rendered-artefact and real-API-server (T0, T0b, T1)
+	bash hack/sweep-testenv.sh
+	$(CARGO) test --locked --workspace --no-fail-fast
+	bash hack/sweep-testenv.sh
+
+manifests: ## Regenerate config/crd and config/rbac from the code
+	$(CARGO) run --locked -q -p mk8s-gen -- .
+
+lint: ## rustfmt, clippy (warnings are errors), shellcheck of our scripts
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	shellcheck -x hack/*.sh .ci/run
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+clean: ## Remove build outputs (the shared target dir under ~/.cache)
+	$(CARGO) clean

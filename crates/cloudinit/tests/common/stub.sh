@@ -1,0 +1,88 @@
+#!/bin/bash
+# Test stub for snap, microk8s, systemctl, iptables, curl, hostname and sleep: records its
+# argv (NUL-separated, one file per call, in $STUB_LOG) and simulates just enough of the
+# tool for the bootstrap scripts. A call whose "name args..." contains $STUB_FAIL fails.
+set -euo pipefail
+name=${0##*/}
+# Calls in a pipeline run concurrently: number them under a lock.
+exec 9>>"${STUB_LOG}/.lock"
+flock 9
+count=0
+if [[ -e ${STUB_LOG}/.count ]]; then
+  count=$(<"${STUB_LOG}/.count")
+fi
+count=$((count + 1))
+printf '%s\n' "${count}" >"${STUB_LOG}/.count"
+printf '%s\0' "${name}" "$@" >"${STUB_LOG}/$(printf '%06d' "${count}")"
+flock -u 9
+exec 9>&-
+if [[ -n ${STUB_FAIL:-} && "${name} $*" == *"${STUB_FAIL}"* ]]; then
+  echo "stub: ${name}: failing as asked" >&2
+  exit 1
+fi
+
+current="${CAPI_ROOT}/var/snap/microk8s/current"
+
+# shellcheck disable=SC2016 # MicroK8s args files hold ${SNAP_DATA} literally
+install_tree() {
+  mkdir -p "${current}"/{args/cni-network,args/traefik,credentials,certs,var/kubernetes/backend}
+  printf -- '--kubeconfig=${SNAP_DATA}/credentials/kubelet.config\n--cert-dir=${SNAP_DATA}/certs\n' >"${current}/args/kubelet"
+  printf -- '--secure-port=16443\n--etcd-servers=unix://${SNAP_DATA}/var/kubernetes/backend/kine.sock:12379\n' >"${current}/args/kube-apiserver"
+  printf '# containerd environment\nulimit -n 65536 || true\n' >"${current}/args/containerd-env"
+  printf -- '--bind=0.0.0.0:25000\n--keyfile=${SNAP_DATA}/certs/server.key\n--timeout 240\n' >"${current}/args/cluster-agent"
+  printf -- '--traefik-config ${SNAP_DATA}/args/traefik/traefik.yaml\n--refresh-interval 30s\n' >"${current}/args/apiserver-proxy"
+  cat >"${current}/args/traefik/provider.yaml" <<'YAML'
+tcp:
+  routers:
+    Router-1:
+      rule: "HostSNI(`*`)"
+      service: "kube-apiserver"
+      tls:
+        passthrough: true
+  services:
+    kube-apiserver:
+      loadBalancer:
+        servers:
+        - address: "10.0.0.11:16443"
+        - address: "10.0.0.12:16443"
+YAML
+  cat >"${current}/args/cni-network/cni.yaml" <<'YAML'
+            - name: CALICO_IPV4POOL_VXLAN
+              value: "Always"
+  calico_backend: "vxlan"
+                - -felix-ready
+                - -felix-live
+YAML
+  for c in client scheduler kubelet proxy controller; do
+    printf 'clusters:\n- cluster:\n    server: https://127.0.0.1:16443\n' >"${current}/credentials/${c}.config"
+  done
+  printf '[ req ]\n[ alt_names ]\nDNS.1 = kubernetes\nDNS.2 = kubernetes.default\nIP.1 = 127.0.0.1\n#MOREIPS\n' >"${current}/certs/csr.conf.template"
+  printf 'Address: 127.0.0.1:19001\nID: 3297041220608546238\nRole: 0\n' >"${current}/var/kubernetes/backend/info.yaml"
+}
+
+case ${name} in
+  snap)
+    case ${1:-} in
+      list) [[ -e ${current}/args/kubelet ]] ;;
+      install) install_tree ;;
+      ack) cat >"${STUB_LOG}/ack-${count}" ;;
+    esac
+    ;;
+  microk8s)
+    case ${1:-} in
+      kubectl) echo ok ;;
+      refresh-certs)
+        # The CA must be there when MicroK8s reads it.
+        [[ -e $2/ca.crt && -e $2/ca.key ]]
+        cp "$2/ca.crt" "${STUB_LOG}/refreshed-ca.crt"
+        ;;
+      add-node) echo "microk8s join 10.0.0.10:30000/$3" ;;
+    esac
+    ;;
+  iptables)
+    # No rule exists yet: -C (check) fails.
+    [[ " $* " != *" -C "* ]]
+    ;;
+  curl) echo "type: account-key" ;;
+  hostname) echo "Test-Node-1" ;;
+esac
