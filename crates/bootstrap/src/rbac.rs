@@ -6,10 +6,17 @@
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use mk8s_api::rbac::{READ, rule};
 
+// Reads by name: `get` on Secrets is needed for user-made cluster Secrets without labels.
+
 /// Cluster-wide rules.
 pub fn cluster_rules() -> Vec<PolicyRule> {
     vec![
-        rule("bootstrap.cluster.x-k8s.io", &["microk8sconfigs"], READ),
+        // `patch`: the annotation recording the role a config's data was rendered for.
+        rule(
+            "bootstrap.cluster.x-k8s.io",
+            &["microk8sconfigs"],
+            &["get", "list", "watch", "patch"],
+        ),
         rule(
             "bootstrap.cluster.x-k8s.io",
             &["microk8sconfigs/status"],

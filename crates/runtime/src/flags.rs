@@ -111,6 +111,23 @@ pub struct ManagerFlags {
     pub zap_time_encoding: Option<String>,
 }
 
+impl ManagerFlags {
+    /// The flags as parsed from `args` (without the program name), e.g. for in-process runs.
+    pub fn from_args<I, T>(args: I) -> Result<ManagerFlags, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            flags: ManagerFlags,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("manager")).chain(args.into_iter().map(Into::into));
+        <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.flags)
+    }
+}
+
 /// Per-manager defaults for the flags that have none.
 #[derive(Clone, Debug)]
 pub struct Defaults {

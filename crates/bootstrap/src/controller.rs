@@ -1,0 +1,782 @@
+//! The `MicroK8sConfig` controller: gathers state from caches, asks [`crate::decide`] for the
+//! next step, applies it, patches status and records Events.
+//!
+//! Event-driven: MicroK8sConfigs, Machines (→ their config; control plane Machines also wake
+//! the waiting configs of their cluster), Clusters (→ the configs of their Machines, so workers
+//! waiting for the control plane wake on its initialisation), data Secrets (owned) and init
+//! lock ConfigMaps. Nothing polls; only backoff after an error or an invalid input requeues.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, future};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, PartialObjectMeta};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use mk8s_api::MicroK8sConfig;
+use mk8s_api::capi::{Cluster, ClusterExt, Machine, MachineExt};
+use mk8s_api::consts;
+use mk8s_pki::KeyAlgorithm;
+use mk8s_runtime::{Backoff, Runtime, RuntimeError};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::decide::{self, DataSecret, Facts, Generate, Owner, Plan, Role, reason};
+use crate::error::Error;
+use crate::status::{self, CaCondition, Outcome};
+use crate::{lock, secrets};
+
+/// Controller name (logs, metrics, Events).
+pub const CONTROLLER: &str = "microk8sconfig";
+/// Field manager of our writes.
+pub const FIELD_MANAGER: &str = "microk8s-bootstrap";
+
+/// Shared state of reconciles.
+pub struct Context {
+    rt: Runtime,
+    recorder: Recorder,
+    machines: Store<Machine>,
+    clusters: Store<Cluster>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+    locks: Store<PartialObjectMeta<ConfigMap>>,
+    machine_ar: ApiResource,
+    cluster_ar: ApiResource,
+    backoff: Backoff,
+    /// Becomes true once every cache has listed. (kube's `Store::wait_until_ready` wakes only
+    /// one of several concurrent waiters, so one task waits and publishes here.)
+    caches_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+fn is_our_config_ref(r: &mk8s_api::capi::ObjRef) -> bool {
+    r.is("bootstrap.cluster.x-k8s.io", "MicroK8sConfig")
+}
+
+fn config_ref_of(m: &Machine) -> Option<ObjectRef<MicroK8sConfig>> {
+    let r = m.spec.bootstrap.config_ref.as_ref().filter(|r| is_our_config_ref(r))?;
+    let ns = m.metadata.namespace.as_deref()?;
+    Some(ObjectRef::new(&r.name).within(ns))
+}
+
+/// Configs of the Machines of a cluster; `only_waiting` keeps those without bootstrap data.
+fn configs_of_cluster(
+    machines: &Store<Machine>,
+    ns: &str,
+    cluster: &str,
+    only_waiting: bool,
+) -> Vec<ObjectRef<MicroK8sConfig>> {
+    machines
+        .state()
+        .iter()
+        .filter(|m| m.metadata.namespace.as_deref() == Some(ns) && m.spec.cluster_name == cluster)
+        .filter(|m| !only_waiting || m.spec.bootstrap.data_secret_name.is_none())
+        .filter_map(|m| config_ref_of(m))
+        .collect()
+}
+
+/// Runs the controller until the runtime shuts down.
+pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
+    let client = rt.client.clone();
+    let machine_ar = rt.core_version.machine();
+    let cluster_ar = rt.core_version.cluster();
+    let wc = rt.watcher_config();
+
+    let machine_writer = reflector::store::Writer::<Machine>::new(machine_ar.clone());
+    let machines = machine_writer.as_reader();
+    let cluster_writer = reflector::store::Writer::<Cluster>::new(cluster_ar.clone());
+    let clusters = cluster_writer.as_reader();
+    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (lock_store, lock_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+
+    let machine_stream = watcher(rt.api_with::<Machine>(&machine_ar), wc.clone())
+        .default_backoff()
+        .reflect(machine_writer)
+        .touched_objects();
+    let cluster_stream = watcher(rt.api_with::<Cluster>(&cluster_ar), wc.clone())
+        .default_backoff()
+        .reflect(cluster_writer)
+        .touched_objects();
+    let labelled = watcher::Config::default().labels(consts::LABEL_CLUSTER_NAME);
+    let secret_stream = watcher(rt.api::<PartialObjectMeta<Secret>>(), labelled.clone())
+        .default_backoff()
+        .modify(|s: &mut PartialObjectMeta<Secret>| s.managed_fields_mut().clear())
+        .reflect(secret_writer)
+        .touched_objects();
+    let lock_stream = watcher(rt.api::<PartialObjectMeta<ConfigMap>>(), labelled)
+        .default_backoff()
+        .modify(|s: &mut PartialObjectMeta<ConfigMap>| s.managed_fields_mut().clear())
+        .reflect(lock_writer)
+        .touched_objects();
+
+    let controller = Controller::new(rt.api::<MicroK8sConfig>(), wc.clone())
+        .with_config(ControllerConfig::default().concurrency(rt.flags.concurrency));
+    let configs = controller.store();
+
+    let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
+    {
+        let (m, c, s, l) = (
+            machines.clone(),
+            clusters.clone(),
+            secret_store.clone(),
+            lock_store.clone(),
+        );
+        tokio::spawn(async move {
+            let _ = futures::join!(
+                m.wait_until_ready(),
+                c.wait_until_ready(),
+                s.wait_until_ready(),
+                l.wait_until_ready()
+            );
+            let _ = ready_tx.send(true);
+        });
+    }
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), rt.reporter()),
+        rt: rt.clone(),
+        machines: machines.clone(),
+        clusters: clusters.clone(),
+        secrets: secret_store,
+        locks: lock_store,
+        machine_ar: machine_ar.clone(),
+        cluster_ar: cluster_ar.clone(),
+        backoff: Backoff::default(),
+        caches_ready,
+    });
+
+    let m_store = machines.clone();
+    let m_store2 = machines.clone();
+    let m_store3 = machines.clone();
+    let shutdown = rt.shutdown.clone();
+    tokio::spawn(report_states(configs.clone(), rt.metrics.clone(), rt.shutdown.clone()));
+    controller
+        .watches_stream_with(
+            machine_stream,
+            move |m: Machine| {
+                let mut out: Vec<ObjectRef<MicroK8sConfig>> = config_ref_of(&m).into_iter().collect();
+                // A control plane machine changing (addresses, phase, deletion) may unblock the
+                // configs of its cluster that wait for join addresses or the init lock.
+                if m.is_control_plane()
+                    && let Some(ns) = m.metadata.namespace.as_deref()
+                {
+                    out.extend(configs_of_cluster(&m_store, ns, &m.spec.cluster_name, true));
+                }
+                out
+            },
+            machine_ar,
+        )
+        .watches_stream_with(
+            cluster_stream,
+            move |c: Cluster| {
+                let ns = c.metadata.namespace.clone().unwrap_or_default();
+                configs_of_cluster(&m_store2, &ns, c.metadata.name.as_deref().unwrap_or_default(), false)
+            },
+            cluster_ar,
+        )
+        .owns_stream(secret_stream)
+        .watches_stream(lock_stream, move |cm: PartialObjectMeta<ConfigMap>| {
+            let ns = cm.metadata.namespace.clone().unwrap_or_default();
+            let cluster = cm.labels().get(consts::LABEL_CLUSTER_NAME).cloned().unwrap_or_default();
+            if cm.name_any() == consts::init_lock_configmap(&cluster) {
+                configs_of_cluster(&m_store3, &ns, &cluster, true)
+            } else {
+                vec![]
+            }
+        })
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            match res {
+                Ok((obj, _)) => debug!(object = %obj, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile failed"),
+            }
+            future::ready(())
+        })
+        .await;
+    info!("MicroK8sConfig controller stopped");
+    Ok(())
+}
+
+fn key_of(cfg: &MicroK8sConfig) -> String {
+    format!("{}/{}", cfg.namespace().unwrap_or_default(), cfg.name_any())
+}
+
+async fn reconcile(cfg: Arc<MicroK8sConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let timer = ctx.rt.metrics.start(CONTROLLER);
+    let result = reconcile_inner(&cfg, &ctx).await;
+    timer.finish(match &result {
+        Ok(a) if *a == Action::await_change() => "success",
+        Ok(_) => "requeue",
+        Err(_) => "error",
+    });
+    if result.as_ref().is_ok_and(|a| *a == Action::await_change()) {
+        ctx.backoff.reset(&key_of(&cfg));
+    }
+    result
+}
+
+fn error_policy(cfg: Arc<MicroK8sConfig>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.rt.metrics.error(CONTROLLER, err.metric_label());
+    let delay = ctx.backoff.fail(&key_of(&cfg));
+    warn!(config = %key_of(&cfg), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn wait_for_caches(ctx: &Context) {
+    // Decisions (e.g. "is the data Secret gone?") must not be taken on a cache still listing.
+    let mut rx = ctx.caches_ready.clone();
+    let _ = rx.wait_for(|ready| *ready).await;
+}
+
+fn owner<'a>(cfg: &MicroK8sConfig, ctx: &Context, machine_slot: &'a mut Option<Arc<Machine>>) -> Owner<'a> {
+    let ns = cfg.namespace().unwrap_or_default();
+    let refs = cfg.metadata.owner_references.as_deref().unwrap_or_default();
+    let in_group = |r: &&OwnerReference| r.api_version.split('/').next() == Some(mk8s_api::capi::GROUP);
+    if let Some(r) = refs.iter().filter(in_group).find(|r| r.kind == "Machine") {
+        let key = ObjectRef::new_with(&r.name, ctx.machine_ar.clone()).within(&ns);
+        *machine_slot = ctx.machines.get(&key);
+        return match machine_slot.as_deref() {
+            Some(m) => Owner::Machine(m),
+            None => Owner::Missing(r.name.clone()),
+        };
+    }
+    if let Some(r) = refs
+        .iter()
+        .filter(|r| r.kind == "MachinePool")
+        .find(|r| r.api_version.contains("cluster.x-k8s.io"))
+    {
+        return Owner::MachinePool(r.name.clone());
+    }
+    Owner::None
+}
+
+fn data_secret(cfg: &MicroK8sConfig, ctx: &Context) -> DataSecret {
+    let name = cfg.name_any();
+    let status_name = cfg.status.as_ref().and_then(|s| s.data_secret_name.clone());
+    if status_name.as_ref().is_some_and(|n| *n != name) {
+        // A user-supplied dataSecretName (recovered from the Machine): not ours, never regenerated.
+        return DataSecret::Foreign;
+    }
+    let key = ObjectRef::new(&name).within(&cfg.namespace().unwrap_or_default());
+    match ctx.secrets.get(&key) {
+        None => DataSecret::Absent,
+        Some(s) if controlled_by(&s.metadata, cfg) => DataSecret::Ours,
+        Some(_) => DataSecret::Foreign,
+    }
+}
+
+fn controlled_by(meta: &ObjectMeta, cfg: &MicroK8sConfig) -> bool {
+    let uid = cfg.uid().unwrap_or_default();
+    meta.owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, Error> {
+    wait_for_caches(ctx).await;
+    let ns = cfg.namespace().unwrap_or_default();
+    let mut machine_slot = None;
+    let owner = owner(cfg, ctx, &mut machine_slot);
+    let cluster = match &owner {
+        Owner::Machine(m) if !m.spec.cluster_name.is_empty() => ctx
+            .clusters
+            .get(&ObjectRef::new_with(&m.spec.cluster_name, ctx.cluster_ar.clone()).within(&ns)),
+        _ => None,
+    };
+    let facts = Facts {
+        config: cfg,
+        owner,
+        cluster: cluster.as_deref(),
+        data_secret: data_secret(cfg, ctx),
+    };
+    let plan = decide::decide(&facts);
+    debug!(config = %key_of(cfg), ?plan, "decided");
+
+    let mut ca_condition = None;
+    let mut action = Action::await_change();
+    let outcome = match plan {
+        Plan::Paused(why) => Outcome::Paused(why),
+        Plan::Wait { reason, message } => Outcome::NotAvailable { reason, message },
+        Plan::Invalid { reason, message } => {
+            action = Action::requeue(ctx.backoff.fail(&key_of(cfg)));
+            Outcome::NotAvailable { reason, message }
+        }
+        Plan::Recover(secret) => Outcome::Available {
+            message: format!("bootstrap data Secret {secret} named by the Machine"),
+            secret,
+            reason: reason::RECOVERED,
+        },
+        Plan::Adopt => Outcome::Available {
+            secret: cfg.name_any(),
+            reason: reason::DATA_SECRET_CREATED,
+            message: String::new(),
+        },
+        Plan::Ready => {
+            let current = cfg
+                .status
+                .as_ref()
+                .and_then(|s| mk8s_api::conditions::find(&s.conditions, status::types::DATA_SECRET_AVAILABLE))
+                .filter(|c| c.is_true());
+            Outcome::Available {
+                secret: cfg
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.data_secret_name.clone())
+                    .unwrap_or_else(|| cfg.name_any()),
+                reason: match current.map(|c| c.reason.as_str()) {
+                    Some(reason::RECOVERED) => reason::RECOVERED,
+                    _ => reason::DATA_SECRET_CREATED,
+                },
+                message: current.map(|c| c.message.clone()).unwrap_or_default(),
+            }
+        }
+        Plan::DeletedAfterJoin => Outcome::Available {
+            secret: cfg.name_any(),
+            reason: reason::DELETED_AFTER_JOIN,
+            message: "the bootstrap data Secret was deleted after the node joined; it is not regenerated".into(),
+        },
+        // `decide` only plans generation once it has seen the Cluster.
+        Plan::Generate(g) => match cluster.as_deref() {
+            Some(cluster) => {
+                let (o, ca, a) = generate(cfg, ctx, cluster, g).await?;
+                ca_condition = ca;
+                if let Some(a) = a {
+                    action = a;
+                }
+                o
+            }
+            None => Outcome::NotAvailable {
+                reason: reason::WAITING_FOR_CLUSTER,
+                message: "waiting for the Cluster".into(),
+            },
+        },
+    };
+
+    if let Some(c) = cluster.as_deref()
+        && c.control_plane_initialized()
+    {
+        release_lock_if_held(ctx, c).await?;
+    }
+    apply_status(cfg, ctx, &outcome, ca_condition.as_ref()).await?;
+    Ok(action)
+}
+
+async fn release_lock_if_held(ctx: &Context, cluster: &Cluster) -> Result<(), Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    if ctx
+        .locks
+        .get(&ObjectRef::new(&consts::init_lock_configmap(&name)).within(&ns))
+        .is_some()
+        && lock::release(&Api::namespaced(ctx.rt.client.clone(), &ns), &name).await?
+    {
+        info!(cluster = %name, "control plane initialized: released the init lock");
+    }
+    Ok(())
+}
+
+type Generated = (Outcome, Option<CaCondition>, Option<Action>);
+
+fn wait(reason: &'static str, message: String) -> Generated {
+    (Outcome::NotAvailable { reason, message }, None, None)
+}
+
+async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Generate) -> Result<Generated, Error> {
+    let ns = cfg.namespace().unwrap_or_default();
+    let client = ctx.rt.client.clone();
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let invalid = |message: String| -> Generated {
+        (
+            Outcome::NotAvailable {
+                reason: reason::INVALID_CLUSTER_SECRET,
+                message,
+            },
+            None,
+            Some(Action::requeue(ctx.backoff.fail(&key_of(cfg)))),
+        )
+    };
+
+    let control_plane = g.role != Role::Worker;
+    let auth_token = if control_plane {
+        match secrets::auth_token(&secrets_api, cluster).await? {
+            Ok(t) => t,
+            Err(e) => return Ok(invalid(e.0)),
+        }
+    } else {
+        String::new()
+    };
+    let join_token = match secrets::join_token(&secrets_api, cluster).await? {
+        Ok(t) => t,
+        Err(e) => return Ok(invalid(e.0)),
+    };
+
+    let mut ca_condition = None;
+    let role = match g.role {
+        Role::Init => {
+            let ca = match secrets::ca(&secrets_api, cluster).await? {
+                Ok(ca) => ca,
+                Err(e) => {
+                    let (o, _, a) = invalid(e.0.clone());
+                    let c = CaCondition {
+                        ok: false,
+                        reason: reason::INVALID_CLUSTER_SECRET,
+                        message: e.0,
+                    };
+                    return Ok((o, Some(c), a));
+                }
+            };
+            if ca.origin == secrets::Origin::Created {
+                event(
+                    ctx,
+                    cfg,
+                    EventType::Normal,
+                    "CACreated",
+                    format!("generated the cluster CA Secret {}", consts::ca_secret(&g.cluster)),
+                )
+                .await;
+            }
+            ca_condition = Some(match ca.algorithm {
+                KeyAlgorithm::Rsa => CaCondition {
+                    ok: true,
+                    reason: "CAAvailable",
+                    message: String::new(),
+                },
+                other => {
+                    event(ctx, cfg, EventType::Warning, "CAKeyTypeUnverified", format!(
+                        "the cluster CA uses a {other:?} key; MicroK8s' acceptance of non-RSA CAs is not verified: use an RSA CA if nodes fail to refresh certificates or join"
+                    )).await;
+                    CaCondition {
+                        ok: true,
+                        reason: "CAKeyTypeUnverified",
+                        message: format!(
+                            "the cluster CA uses a {other:?} key; MicroK8s' acceptance of non-RSA CAs is not verified: use an RSA CA if nodes fail to refresh certificates or join"
+                        ),
+                    }
+                }
+            });
+            let machines_api: Api<Machine> = Api::namespaced_with(client.clone(), &ns, &ctx.machine_ar);
+            // Rendering init data again for the machine that initialized the cluster (its data
+            // Secret was deleted before its node joined) needs no lock: the lock only guards the
+            // first initialization.
+            let relock = !(g.again && cluster.control_plane_initialized());
+            let outcome = if relock {
+                lock::acquire(
+                    &Api::namespaced(client.clone(), &ns),
+                    &machines_api,
+                    cluster,
+                    &g.machine,
+                )
+                .await?
+            } else {
+                lock::Outcome::Acquired { new: false }
+            };
+            match outcome {
+                lock::Outcome::Acquired { new: true } if fresh_initialized(ctx, cluster).await? => {
+                    // The cache was behind: the cluster got initialized (and its lock released)
+                    // while we decided. Give the lock back and decide again.
+                    lock::release(&Api::namespaced(client.clone(), &ns), &g.cluster).await?;
+                    return Ok((
+                        Outcome::NotAvailable {
+                            reason: reason::WAITING_FOR_INIT_LOCK,
+                            message: "the control plane was initialized meanwhile; deciding again".into(),
+                        },
+                        ca_condition,
+                        Some(Action::requeue(Duration::from_millis(200))),
+                    ));
+                }
+                lock::Outcome::Acquired { new } => {
+                    if new {
+                        event(
+                            ctx,
+                            cfg,
+                            EventType::Normal,
+                            "InitLockAcquired",
+                            format!(
+                                "Machine {} takes the init lock and will initialize the cluster",
+                                g.machine
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                lock::Outcome::HeldBy(holder) => {
+                    let (o, _, a) = wait(
+                        reason::WAITING_FOR_INIT_LOCK,
+                        format!(
+                            "Machine {holder} is initializing the control plane; this machine joins once it is initialized"
+                        ),
+                    );
+                    return Ok((o, ca_condition, a));
+                }
+            }
+            mk8s_cloudinit::Role::Init {
+                ca: mk8s_cloudinit::CaFiles {
+                    cert_pem: ca.pem.cert_pem,
+                    key_pem: ca.pem.key_pem,
+                },
+            }
+        }
+        Role::JoinControlPlane | Role::Worker => {
+            let machines = ctx.machines.state();
+            let addresses = decide::join_addresses(
+                machines
+                    .iter()
+                    .map(|m| &**m)
+                    .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str())),
+                &g.cluster,
+                &g.machine,
+            );
+            if addresses.is_empty() {
+                return Ok(wait(
+                    reason::WAITING_FOR_JOIN_ADDRESSES,
+                    "waiting for a running control plane machine with an address to join through".into(),
+                ));
+            }
+            if g.role == Role::Worker {
+                mk8s_cloudinit::Role::Worker {
+                    join_addresses: addresses,
+                }
+            } else {
+                mk8s_cloudinit::Role::JoinControlPlane {
+                    join_addresses: addresses,
+                }
+            }
+        }
+    };
+
+    let port = u16::try_from(g.endpoint.port).unwrap_or(0);
+    let rendered = mk8s_cloudinit::render(&mk8s_cloudinit::RenderInput {
+        role,
+        spec: &cfg.spec,
+        kubernetes_version: &g.version,
+        endpoint_host: &g.endpoint.host,
+        endpoint_port: port,
+        join_token: &join_token,
+        auth_token: &auth_token,
+    });
+    let user_data = match rendered {
+        Ok(u) => u,
+        Err(e) => {
+            return Ok((
+                Outcome::NotAvailable {
+                    reason: reason::INVALID_CONFIGURATION,
+                    message: e.to_string(),
+                },
+                ca_condition,
+                Some(Action::requeue(ctx.backoff.fail(&key_of(cfg)))),
+            ));
+        }
+    };
+
+    record_role(cfg, ctx, g.role).await?;
+    if let Some(conflict) = store_data_secret(cfg, ctx, cluster, user_data).await? {
+        return Ok((
+            conflict,
+            ca_condition,
+            Some(Action::requeue(ctx.backoff.fail(&key_of(cfg)))),
+        ));
+    }
+    info!(config = %key_of(cfg), role = g.role.as_str(), machine = %g.machine, "bootstrap data created");
+    event(
+        ctx,
+        cfg,
+        EventType::Normal,
+        "DataSecretCreated",
+        format!(
+            "rendered {} bootstrap data for Machine {} (Kubernetes {})",
+            g.role.as_str(),
+            g.machine,
+            g.version
+        ),
+    )
+    .await;
+    Ok((
+        Outcome::Available {
+            secret: cfg.name_any(),
+            reason: reason::DATA_SECRET_CREATED,
+            message: format!("{} bootstrap data", g.role.as_str()),
+        },
+        ca_condition,
+        None,
+    ))
+}
+
+/// Reads the Cluster from the API (not the cache) and tells whether it is initialized.
+async fn fresh_initialized(ctx: &Context, cluster: &Cluster) -> Result<bool, Error> {
+    let api: Api<Cluster> = Api::namespaced_with(
+        ctx.rt.client.clone(),
+        &cluster.namespace().unwrap_or_default(),
+        &ctx.cluster_ar,
+    );
+    Ok(api
+        .get_opt(&cluster.name_any())
+        .await?
+        .is_some_and(|c| c.control_plane_initialized()))
+}
+
+async fn record_role(cfg: &MicroK8sConfig, ctx: &Context, role: Role) -> Result<(), Error> {
+    if cfg.annotations().get(decide::ROLE_ANNOTATION).map(String::as_str) == Some(role.as_str()) {
+        return Ok(());
+    }
+    let api: Api<MicroK8sConfig> = Api::namespaced(ctx.rt.client.clone(), &cfg.namespace().unwrap_or_default());
+    api.patch(
+        &cfg.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {decide::ROLE_ANNOTATION: role.as_str()}}})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates the data Secret; returns a conflict outcome when a foreign Secret has its name.
+async fn store_data_secret(
+    cfg: &MicroK8sConfig,
+    ctx: &Context,
+    cluster: &Cluster,
+    user_data: String,
+) -> Result<Option<Outcome>, Error> {
+    let ns = cfg.namespace().unwrap_or_default();
+    let name = cfg.name_any();
+    let api: Api<Secret> = Api::namespaced(ctx.rt.client.clone(), &ns);
+    let data = BTreeMap::from([
+        (
+            consts::KEY_BOOTSTRAP_VALUE.to_string(),
+            ByteString(user_data.into_bytes()),
+        ),
+        (
+            consts::KEY_BOOTSTRAP_FORMAT.to_string(),
+            ByteString(consts::BOOTSTRAP_FORMAT_CLOUD_CONFIG.as_bytes().to_vec()),
+        ),
+    ]);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([(
+                consts::LABEL_CLUSTER_NAME.to_string(),
+                cluster.name_any(),
+            )])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: MicroK8sConfig::api_version(&()).to_string(),
+                kind: MicroK8sConfig::kind(&()).to_string(),
+                name: name.clone(),
+                uid: cfg.uid().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        type_: Some(consts::SECRET_TYPE_CLUSTER.to_string()),
+        data: Some(data.clone()),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {
+            let existing = api.get(&name).await?;
+            if !controlled_by(&existing.metadata, cfg) {
+                return Ok(Some(Outcome::NotAvailable {
+                    reason: reason::DATA_SECRET_CONFLICT,
+                    message: format!(
+                        "a Secret named {name:?} exists and is not controlled by this MicroK8sConfig; delete or rename it"
+                    ),
+                }));
+            }
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"data": data})))
+                .await?;
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn apply_status(
+    cfg: &MicroK8sConfig,
+    ctx: &Context,
+    outcome: &Outcome,
+    ca: Option<&CaCondition>,
+) -> Result<(), Error> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let current = cfg.status.as_ref();
+    let desired = status::desired(current, outcome, ca, cfg.metadata.generation, &now);
+    if current == Some(&desired) {
+        return Ok(());
+    }
+    let before = status::data_reason(current);
+    let api: Api<MicroK8sConfig> = Api::namespaced(ctx.rt.client.clone(), &cfg.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": MicroK8sConfig::api_version(&()),
+        "kind": MicroK8sConfig::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(
+        &cfg.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    // One Event per wait reason transition (the decision Events are published where taken).
+    if let Outcome::NotAvailable { reason, message } = outcome
+        && before.as_deref() != Some(*reason)
+    {
+        let ty = if status::is_problem(reason) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        event(ctx, cfg, ty, reason, message.clone()).await;
+    }
+    Ok(())
+}
+
+async fn event(ctx: &Context, cfg: &MicroK8sConfig, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &cfg.object_ref(&())).await {
+        warn!(config = %key_of(cfg), error = %e, "cannot publish Event");
+    }
+}
+
+/// Reports how many configs are in each `DataSecretAvailable` state, every 15 s.
+async fn report_states(
+    configs: Store<MicroK8sConfig>,
+    metrics: Arc<mk8s_runtime::Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let seen: Mutex<HashMap<String, i64>> = Mutex::new(HashMap::new());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for c in configs.state() {
+            let state = status::data_reason(c.status.as_ref()).unwrap_or_else(|| "Unknown".into());
+            *counts.entry(state).or_default() += 1;
+        }
+        if let Ok(mut prev) = seen.lock() {
+            for k in prev.keys() {
+                if !counts.contains_key(k) {
+                    metrics.set_state_count(CONTROLLER, k, 0);
+                }
+            }
+            for (k, v) in &counts {
+                metrics.set_state_count(CONTROLLER, k, *v);
+            }
+            *prev = counts;
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! The pure part of the bootstrap controller: given what the reconciler gathered about a
+//! `MicroK8sConfig`, its Machine and its Cluster, decide the one next step. No I/O here; every
+//! gating row is a table test below.
+
+use mk8s_api::MicroK8sConfig;
+use mk8s_api::capi::{ApiEndpoint, Cluster, ClusterExt, Machine, MachineExt};
+use mk8s_api::consts;
+
+/// Condition reasons of `DataSecretAvailable` (and `Ready`), one per wait or problem.
+pub mod reason {
+    /// The config has no owner Machine yet.
+    pub const WAITING_FOR_MACHINE: &str = "WaitingForMachine";
+    /// The owner Machine is not (yet) visible.
+    pub const WAITING_FOR_MACHINE_OBJECT: &str = "WaitingForMachineObject";
+    /// MachinePools are not supported.
+    pub const MACHINE_POOL_NOT_SUPPORTED: &str = "MachinePoolNotSupported";
+    /// The Machine names no cluster, or the Cluster does not exist.
+    pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+    /// The infrastructure is not ready (Canonical's reason).
+    pub const WAITING_FOR_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructure";
+    /// The Cluster has no control plane endpoint yet.
+    pub const WAITING_FOR_ENDPOINT: &str = "WaitingForControlPlaneEndpoint";
+    /// Another control plane machine holds the init lock.
+    pub const WAITING_FOR_INIT_LOCK: &str = "WaitingForInitLock";
+    /// Workers wait for the control plane to be initialised (Canonical's/CAPI's reason).
+    pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlaneAvailable";
+    /// No running control plane machine reports an address to join through.
+    pub const WAITING_FOR_JOIN_ADDRESSES: &str = "WaitingForControlPlaneAddresses";
+    /// The user must fix the spec or the Machine.
+    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// A cluster Secret (CA, join token, auth token) is unusable.
+    pub const INVALID_CLUSTER_SECRET: &str = "InvalidClusterSecret";
+    /// A Secret with the data Secret's name exists and is not ours.
+    pub const DATA_SECRET_CONFLICT: &str = "DataSecretConflict";
+    /// The bootstrap data exists.
+    pub const DATA_SECRET_CREATED: &str = "DataSecretCreated";
+    /// Status recovered from the Machine (after a move or a restore).
+    pub const RECOVERED: &str = "DataSecretRecoveredFromMachine";
+    /// The data Secret was deleted after the node joined; it is not regenerated.
+    pub const DELETED_AFTER_JOIN: &str = "DataSecretDeletedAfterJoin";
+}
+
+/// The role a machine's bootstrap data gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The first control plane node: creates the cluster.
+    Init,
+    /// A further control plane node: joins as a dqlite member.
+    JoinControlPlane,
+    /// A worker.
+    Worker,
+}
+
+impl Role {
+    /// Name used in annotations, logs and the `render` command.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::JoinControlPlane => "join-control-plane",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Parses [`Role::as_str`].
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "init" => Some(Role::Init),
+            "join-control-plane" => Some(Role::JoinControlPlane),
+            "worker" => Some(Role::Worker),
+            _ => None,
+        }
+    }
+}
+
+/// The owner of a config, as found.
+#[derive(Debug)]
+pub enum Owner<'a> {
+    /// No Machine owner reference yet.
+    None,
+    /// A Machine owner reference whose Machine is not in the cache (yet).
+    Missing(String),
+    /// A MachinePool owner.
+    MachinePool(String),
+    /// The owner Machine.
+    Machine(&'a Machine),
+}
+
+/// Whether the data Secret (named like the config) exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataSecret {
+    /// No such Secret.
+    Absent,
+    /// It exists and this config is its controller.
+    Ours,
+    /// It exists and belongs to something else.
+    Foreign,
+}
+
+/// What the reconciler knows.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    /// The config.
+    pub config: &'a MicroK8sConfig,
+    /// Its owner.
+    pub owner: Owner<'a>,
+    /// The Cluster, when found.
+    pub cluster: Option<&'a Cluster>,
+    /// The data Secret.
+    pub data_secret: DataSecret,
+}
+
+/// The one next step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// The Cluster or the config is paused: touch nothing but the `Paused` condition.
+    Paused(String),
+    /// Wait for something that a watch event will announce.
+    Wait {
+        /// Condition reason.
+        reason: &'static str,
+        /// What we wait for.
+        message: String,
+    },
+    /// The user must change something; back off until then.
+    Invalid {
+        /// Condition reason.
+        reason: &'static str,
+        /// What to change.
+        message: String,
+    },
+    /// The Machine already names its data Secret (moved or restored): adopt that name.
+    Recover(String),
+    /// The Secret is there and ours but status does not say so (restart mid-way): mark ready.
+    Adopt,
+    /// Ready, nothing to do.
+    Ready,
+    /// Ready, but the Secret was deleted after the node joined: report, do not regenerate.
+    DeletedAfterJoin,
+    /// Render and store bootstrap data for this role.
+    Generate(Generate),
+}
+
+/// Inputs of generation that the decision already validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generate {
+    /// The role.
+    pub role: Role,
+    /// The Machine's Kubernetes version.
+    pub version: String,
+    /// The Cluster's control plane endpoint.
+    pub endpoint: ApiEndpoint,
+    /// Name of the Cluster.
+    pub cluster: String,
+    /// Name of the Machine.
+    pub machine: String,
+    /// The role comes from an earlier rendering (the data Secret was deleted before the node
+    /// joined), not from a fresh decision.
+    pub again: bool,
+}
+
+/// Annotation recording the role a config's data was rendered for, so that a data Secret
+/// deleted before its node joined is rendered again for the same role.
+pub const ROLE_ANNOTATION: &str = "bootstrap.cluster.x-k8s.io/microk8s-role";
+
+fn is_paused(facts: &Facts<'_>, cluster: &Cluster) -> Option<String> {
+    let annotated = facts
+        .config
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(consts::ANNOTATION_PAUSED));
+    match (cluster.paused(), annotated) {
+        (true, true) => Some(format!(
+            "Cluster spec.paused is true and the MicroK8sConfig has the {} annotation",
+            consts::ANNOTATION_PAUSED
+        )),
+        (true, false) => Some("Cluster spec.paused is true".to_string()),
+        (false, true) => Some(format!(
+            "the MicroK8sConfig has the {} annotation",
+            consts::ANNOTATION_PAUSED
+        )),
+        (false, false) => None,
+    }
+}
+
+/// Decides the next step (the gating order of Canonical's provider, §2.2 of the reference,
+/// with the waits made explicit).
+pub fn decide(facts: &Facts<'_>) -> Plan {
+    let machine = match &facts.owner {
+        Owner::None => {
+            return Plan::Wait {
+                reason: reason::WAITING_FOR_MACHINE,
+                message: "waiting for a Machine to own this MicroK8sConfig".into(),
+            };
+        }
+        Owner::Missing(name) => {
+            return Plan::Wait {
+                reason: reason::WAITING_FOR_MACHINE_OBJECT,
+                message: format!("waiting for owner Machine {name:?} to be visible"),
+            };
+        }
+        Owner::MachinePool(name) => {
+            return Plan::Invalid {
+                reason: reason::MACHINE_POOL_NOT_SUPPORTED,
+                message: format!(
+                    "owned by MachinePool {name:?}: MicroK8s bootstrap data is rendered per Machine; use a MachineDeployment"
+                ),
+            };
+        }
+        Owner::Machine(m) => *m,
+    };
+    let Some(cluster) = facts.cluster else {
+        let msg = if machine.spec.cluster_name.is_empty() {
+            "the owner Machine has no spec.clusterName".to_string()
+        } else {
+            format!("waiting for Cluster {:?}", machine.spec.cluster_name)
+        };
+        return Plan::Wait {
+            reason: reason::WAITING_FOR_CLUSTER,
+            message: msg,
+        };
+    };
+    if let Some(why) = is_paused(facts, cluster) {
+        return Plan::Paused(why);
+    }
+    if !cluster.infrastructure_ready() {
+        return Plan::Wait {
+            reason: reason::WAITING_FOR_INFRASTRUCTURE,
+            message: format!(
+                "waiting for the infrastructure of Cluster {:?} to be ready",
+                cluster.metadata.name.as_deref().unwrap_or_default()
+            ),
+        };
+    }
+
+    let status = facts.config.status.as_ref();
+    let ready_name = status.filter(|s| s.ready).and_then(|s| s.data_secret_name.clone());
+    if let Some(name) = machine.spec.bootstrap.data_secret_name.as_ref()
+        && ready_name.is_none()
+    {
+        // The Machine already names bootstrap data (clusterctl move, restore, or a user-supplied
+        // dataSecretName): never regenerate.
+        return Plan::Recover(name.clone());
+    }
+    if ready_name.is_some() {
+        return match facts.data_secret {
+            DataSecret::Ours | DataSecret::Foreign => Plan::Ready,
+            DataSecret::Absent if machine.node_name().is_some() => Plan::DeletedAfterJoin,
+            DataSecret::Absent => regenerate_or_decide(facts, machine, cluster),
+        };
+    }
+    match facts.data_secret {
+        DataSecret::Ours => return Plan::Adopt,
+        DataSecret::Foreign => {
+            return Plan::Invalid {
+                reason: reason::DATA_SECRET_CONFLICT,
+                message: format!(
+                    "a Secret named {:?} exists and is not controlled by this MicroK8sConfig; delete or rename it",
+                    facts_name(facts)
+                ),
+            };
+        }
+        DataSecret::Absent => {}
+    }
+    regenerate_or_decide(facts, machine, cluster)
+}
+
+fn facts_name<'a>(facts: &'a Facts<'_>) -> &'a str {
+    facts.config.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn regenerate_or_decide(facts: &Facts<'_>, machine: &Machine, cluster: &Cluster) -> Plan {
+    let Some(endpoint) = cluster.endpoint() else {
+        return Plan::Wait {
+            reason: reason::WAITING_FOR_ENDPOINT,
+            message: "waiting for the Cluster's spec.controlPlaneEndpoint (set by the infrastructure provider)".into(),
+        };
+    };
+    let version = match machine.spec.version.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => {
+            return Plan::Invalid {
+                reason: reason::INVALID_CONFIGURATION,
+                message: format!(
+                    "Machine {:?} has no spec.version: set the Kubernetes version (e.g. v1.33.4) on the Machine, its MachineDeployment or its control plane",
+                    machine.metadata.name.as_deref().unwrap_or_default()
+                ),
+            };
+        }
+    };
+    if let Err(e) = mk8s_api::version::KubeVersion::parse(&version) {
+        return Plan::Invalid {
+            reason: reason::INVALID_CONFIGURATION,
+            message: format!("{e}: fix spec.version of the Machine (or of its MachineDeployment / control plane)"),
+        };
+    }
+    let recorded = facts
+        .config
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROLE_ANNOTATION))
+        .and_then(|r| Role::parse(r));
+    let control_plane = machine.is_control_plane();
+    let initialized = cluster.control_plane_initialized();
+    let again = recorded.is_some_and(|r| (r == Role::Worker) != control_plane);
+    let role = match recorded {
+        // Rendered before for this role (the data Secret was deleted before the node joined).
+        Some(r) if again => r,
+        _ if control_plane && !initialized => Role::Init,
+        _ if control_plane => Role::JoinControlPlane,
+        _ if !initialized => {
+            return Plan::Wait {
+                reason: reason::WAITING_FOR_CONTROL_PLANE,
+                message: "waiting for the control plane to be initialized before joining as a worker".into(),
+            };
+        }
+        _ => Role::Worker,
+    };
+    Plan::Generate(Generate {
+        role,
+        version,
+        endpoint: endpoint.clone(),
+        cluster: cluster.metadata.name.clone().unwrap_or_default(),
+        machine: machine.metadata.name.clone().unwrap_or_default(),
+        again,
+    })
+}
+
+/// Addresses to join through: of the running control plane machines of the cluster that have
+/// a providerID (other than `exclude`), all InternalIPs, or else all ExternalIPs (Canonical's
+/// preference), in a stable order.
+pub fn join_addresses<'a>(
+    machines: impl IntoIterator<Item = &'a Machine>,
+    cluster: &str,
+    exclude: &str,
+) -> Vec<String> {
+    let mut candidates: Vec<&Machine> = machines
+        .into_iter()
+        .filter(|m| m.spec.cluster_name == cluster)
+        .filter(|m| m.is_control_plane() && !m.is_deleting())
+        .filter(|m| m.metadata.name.as_deref() != Some(exclude))
+        .filter(|m| m.spec.provider_id.as_deref().is_some_and(|p| !p.is_empty()))
+        .filter(|m| m.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .collect();
+    candidates.sort_by(|a, b| {
+        (a.metadata.creation_timestamp.as_ref().map(|t| t.0), &a.metadata.name)
+            .cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0), &b.metadata.name))
+    });
+    for kind in ["InternalIP", "ExternalIP"] {
+        let mut out: Vec<String> = vec![];
+        for m in &candidates {
+            for a in m.addresses_of(kind) {
+                if !out.iter().any(|x| x == a) {
+                    out.push(a.to_string());
+                }
+            }
+        }
+        if !out.is_empty() {
+            return out;
+        }
+    }
+    vec![]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(extra: serde_json::Value) -> MicroK8sConfig {
+        let mut v = json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
+                           "metadata": {"name": "cfg", "namespace": "ns"}, "spec": {}});
+        merge(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn machine(cp: bool, extra: serde_json::Value) -> Machine {
+        let labels = if cp {
+            json!({"cluster.x-k8s.io/control-plane": "", "cluster.x-k8s.io/cluster-name": "c"})
+        } else {
+            json!({"cluster.x-k8s.io/cluster-name": "c"})
+        };
+        let mut v = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "m", "namespace": "ns", "labels": labels},
+            "spec": {"clusterName": "c", "version": "v1.33.4",
+                     "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "MicroK8sConfig", "name": "cfg"}}}});
+        merge(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn cluster(extra: serde_json::Value) -> Cluster {
+        let mut v = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {"controlPlaneEndpoint": {"host": "10.0.0.1", "port": 6443}},
+            "status": {"initialization": {"infrastructureProvisioned": true}}});
+        merge(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn initialized() -> serde_json::Value {
+        json!({"status": {"initialization": {"controlPlaneInitialized": true}}})
+    }
+
+    fn plan(cfg: &MicroK8sConfig, owner: Owner<'_>, cl: Option<&Cluster>, ds: DataSecret) -> Plan {
+        decide(&Facts {
+            config: cfg,
+            owner,
+            cluster: cl,
+            data_secret: ds,
+        })
+    }
+
+    fn reason_of(p: &Plan) -> &'static str {
+        match p {
+            Plan::Wait { reason, .. } | Plan::Invalid { reason, .. } => reason,
+            other => panic!("not a wait: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn gating_rows_in_order() {
+        let cfg = config(json!({}));
+        let cp = machine(true, json!({}));
+        let w = machine(false, json!({}));
+        let c = cluster(json!({}));
+        let ci = cluster(initialized());
+        let absent = DataSecret::Absent;
+
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::None, None, absent)),
+            reason::WAITING_FOR_MACHINE
+        );
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::Missing("m".into()), None, absent)),
+            reason::WAITING_FOR_MACHINE_OBJECT
+        );
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::MachinePool("p".into()), None, absent)),
+            reason::MACHINE_POOL_NOT_SUPPORTED
+        );
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::Machine(&cp), None, absent)),
+            reason::WAITING_FOR_CLUSTER
+        );
+
+        let paused = cluster(json!({"spec": {"paused": true}}));
+        assert!(matches!(
+            plan(&cfg, Owner::Machine(&cp), Some(&paused), absent),
+            Plan::Paused(_)
+        ));
+        let annotated = config(json!({"metadata": {"annotations": {"cluster.x-k8s.io/paused": ""}}}));
+        assert!(matches!(
+            plan(&annotated, Owner::Machine(&cp), Some(&c), absent),
+            Plan::Paused(_)
+        ));
+
+        let no_infra = cluster(json!({"status": {"initialization": {"infrastructureProvisioned": false}}}));
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::Machine(&cp), Some(&no_infra), absent)),
+            reason::WAITING_FOR_INFRASTRUCTURE
+        );
+        let v1beta1_infra: Cluster = serde_json::from_value(json!({"apiVersion": "cluster.x-k8s.io/v1beta1",
+            "kind": "Cluster", "metadata": {"name": "c"}, "spec": {"controlPlaneEndpoint": {"host": "h", "port": 6443}},
+            "status": {"infrastructureReady": true}}))
+        .unwrap();
+        assert!(matches!(
+            plan(&cfg, Owner::Machine(&cp), Some(&v1beta1_infra), absent),
+            Plan::Generate(Generate { role: Role::Init, .. })
+        ));
+
+        let no_endpoint = cluster(json!({"spec": {"controlPlaneEndpoint": {"host": "", "port": 0}}}));
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::Machine(&cp), Some(&no_endpoint), absent)),
+            reason::WAITING_FOR_ENDPOINT
+        );
+
+        match plan(&cfg, Owner::Machine(&cp), Some(&c), absent) {
+            Plan::Generate(g) => {
+                assert_eq!(g.role, Role::Init);
+                assert_eq!(g.version, "v1.33.4");
+                assert_eq!(g.endpoint.port, 6443);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            plan(&cfg, Owner::Machine(&cp), Some(&ci), absent),
+            Plan::Generate(Generate {
+                role: Role::JoinControlPlane,
+                ..
+            })
+        ));
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::Machine(&w), Some(&c), absent)),
+            reason::WAITING_FOR_CONTROL_PLANE
+        );
+        assert!(matches!(
+            plan(&cfg, Owner::Machine(&w), Some(&ci), absent),
+            Plan::Generate(Generate { role: Role::Worker, .. })
+        ));
+    }
+
+    #[test]
+    fn v1beta1_initialized_condition_counts() {
+        let cfg = config(json!({}));
+        let w = machine(false, json!({}));
+        let c = cluster(json!({"status": {"conditions": [{"type": "ControlPlaneInitialized", "status": "True"}]}}));
+        assert!(matches!(
+            plan(&cfg, Owner::Machine(&w), Some(&c), DataSecret::Absent),
+            Plan::Generate(Generate { role: Role::Worker, .. })
+        ));
+    }
+
+    #[test]
+    fn ready_configs_are_never_regenerated() {
+        let ready = config(json!({"status": {"ready": true, "dataSecretName": "cfg"}}));
+        let cp = machine(true, json!({"spec": {"bootstrap": {"dataSecretName": "cfg"}}}));
+        let c = cluster(json!({}));
+        assert_eq!(
+            plan(&ready, Owner::Machine(&cp), Some(&c), DataSecret::Ours),
+            Plan::Ready
+        );
+        // Deleted before the node joined: rendered again.
+        assert!(matches!(
+            plan(&ready, Owner::Machine(&cp), Some(&c), DataSecret::Absent),
+            Plan::Generate(_)
+        ));
+        // Deleted after: reported, not regenerated.
+        let joined = machine(true, json!({"status": {"nodeRef": {"name": "n"}}}));
+        assert_eq!(
+            plan(&ready, Owner::Machine(&joined), Some(&c), DataSecret::Absent),
+            Plan::DeletedAfterJoin
+        );
+    }
+
+    #[test]
+    fn recorded_role_survives_regeneration() {
+        let ready = config(json!({"metadata": {"annotations": {ROLE_ANNOTATION: "init"}},
+                                   "status": {"ready": true, "dataSecretName": "cfg"}}));
+        let cp = machine(true, json!({}));
+        // The cluster got initialized (by this very node) before its nodeRef was set.
+        let ci = cluster(initialized());
+        assert!(matches!(
+            plan(&ready, Owner::Machine(&cp), Some(&ci), DataSecret::Absent),
+            Plan::Generate(Generate { role: Role::Init, .. })
+        ));
+        // A recorded role that contradicts the machine (worker annotation on a CP machine) is ignored.
+        let odd = config(json!({"metadata": {"annotations": {ROLE_ANNOTATION: "worker"}}}));
+        assert!(matches!(
+            plan(&odd, Owner::Machine(&cp), Some(&ci), DataSecret::Absent),
+            Plan::Generate(Generate {
+                role: Role::JoinControlPlane,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn recovery_adoption_and_conflicts() {
+        let cfg = config(json!({}));
+        let c = cluster(json!({}));
+        let moved = machine(true, json!({"spec": {"bootstrap": {"dataSecretName": "cfg"}}}));
+        assert_eq!(
+            plan(&cfg, Owner::Machine(&moved), Some(&c), DataSecret::Ours),
+            Plan::Recover("cfg".into())
+        );
+        let user = machine(false, json!({"spec": {"bootstrap": {"dataSecretName": "my-own-data"}}}));
+        assert_eq!(
+            plan(&cfg, Owner::Machine(&user), Some(&c), DataSecret::Absent),
+            Plan::Recover("my-own-data".into())
+        );
+        let cp = machine(true, json!({}));
+        assert_eq!(plan(&cfg, Owner::Machine(&cp), Some(&c), DataSecret::Ours), Plan::Adopt);
+        assert_eq!(
+            reason_of(&plan(&cfg, Owner::Machine(&cp), Some(&c), DataSecret::Foreign)),
+            reason::DATA_SECRET_CONFLICT
+        );
+    }
+
+    #[test]
+    fn bad_machine_versions_are_invalid_not_panics() {
+        let cfg = config(json!({}));
+        let c = cluster(json!({}));
+        for v in [json!(null), json!(""), json!("v1.28"), json!("latest")] {
+            let m = machine(true, json!({"spec": {"version": v}}));
+            let p = plan(&cfg, Owner::Machine(&m), Some(&c), DataSecret::Absent);
+            assert_eq!(reason_of(&p), reason::INVALID_CONFIGURATION, "{v}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn join_addresses_prefer_internal_ips_of_running_cp_machines() {
+        let mk = |name: &str, cp: bool, phase: &str, pid: bool, addrs: serde_json::Value, created: &str| {
+            machine(
+                cp,
+                json!({"metadata": {"name": name, "creationTimestamp": created},
+                       "spec": {"providerID": if pid { json!(format!("sim://{name}")) } else { json!(null) }},
+                       "status": {"phase": phase, "addresses": addrs}}),
+            )
+        };
+        let internal =
+            |ip: &str| json!([{"type": "InternalIP", "address": ip}, {"type": "ExternalIP", "address": "1.1.1.1"}]);
+        let machines = vec![
+            mk("b", true, "Running", true, internal("10.0.0.2"), "2026-01-01T00:00:02Z"),
+            mk("a", true, "Running", true, internal("10.0.0.1"), "2026-01-01T00:00:01Z"),
+            mk(
+                "prov",
+                true,
+                "Provisioned",
+                true,
+                internal("10.0.0.3"),
+                "2026-01-01T00:00:03Z",
+            ),
+            mk(
+                "nopid",
+                true,
+                "Running",
+                false,
+                internal("10.0.0.4"),
+                "2026-01-01T00:00:04Z",
+            ),
+            mk(
+                "worker",
+                false,
+                "Running",
+                true,
+                internal("10.0.0.5"),
+                "2026-01-01T00:00:05Z",
+            ),
+            mk(
+                "self",
+                true,
+                "Running",
+                true,
+                internal("10.0.0.6"),
+                "2026-01-01T00:00:06Z",
+            ),
+        ];
+        assert_eq!(join_addresses(&machines, "c", "self"), ["10.0.0.1", "10.0.0.2"]);
+        assert!(join_addresses(&machines, "other", "self").is_empty());
+        let external_only = vec![mk(
+            "x",
+            true,
+            "Running",
+            true,
+            json!([{"type": "ExternalIP", "address": "203.0.113.1"}, {"type": "Hostname", "address": "x"}]),
+            "2026-01-01T00:00:01Z",
+        )];
+        assert_eq!(join_addresses(&external_only, "c", "self"), ["203.0.113.1"]);
+    }
+}

@@ -1,0 +1,152 @@
+//! The init lock: the `<cluster>-lock` ConfigMap (`lock-information: {"machineName": …}`,
+//! compatible with Canonical's), so that exactly one control plane Machine gets init data.
+//!
+//! It is never wedged: a lock that cannot be parsed, or whose holder Machine is gone or
+//! being deleted, is removed (with a resourceVersion precondition, so a concurrent winner is
+//! never deleted) and taken. It is released once the cluster is initialised.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use mk8s_api::capi::{Cluster, Machine};
+use mk8s_api::consts;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LockInformation {
+    machine_name: String,
+}
+
+/// The holder named in a lock's data, if it parses.
+pub fn holder(cm: &ConfigMap) -> Option<String> {
+    let raw = cm.data.as_ref()?.get(consts::KEY_LOCK)?;
+    let info: LockInformation = serde_json::from_str(raw).ok()?;
+    Some(info.machine_name).filter(|n| !n.is_empty())
+}
+
+/// Result of trying to take the lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// This machine holds the lock (newly or already).
+    Acquired {
+        /// Whether this call took it.
+        new: bool,
+    },
+    /// Another machine holds it.
+    HeldBy(String),
+}
+
+fn lock_object(cluster: &Cluster, machine: &str) -> Result<ConfigMap, Error> {
+    let cname = cluster.metadata.name.clone().unwrap_or_default();
+    let mut meta = crate::secrets::cluster_secret_meta(cluster, consts::init_lock_configmap(&cname));
+    meta.labels = Some(BTreeMap::from([(consts::LABEL_CLUSTER_NAME.to_string(), cname)]));
+    Ok(ConfigMap {
+        metadata: meta,
+        data: Some(BTreeMap::from([(
+            consts::KEY_LOCK.to_string(),
+            serde_json::to_string(&LockInformation {
+                machine_name: machine.to_string(),
+            })?,
+        )])),
+        ..Default::default()
+    })
+}
+
+/// Tries to take the lock for `machine`. Whether another holder is still alive is read from
+/// the API directly (the cache may lag behind a holder created a moment ago).
+pub async fn acquire(
+    api: &Api<ConfigMap>,
+    machines: &Api<Machine>,
+    cluster: &Cluster,
+    machine: &str,
+) -> Result<Outcome, Error> {
+    let name = consts::init_lock_configmap(cluster.metadata.name.as_deref().unwrap_or_default());
+    // Two attempts: the second follows the removal of a stale lock.
+    for _ in 0..2 {
+        match api
+            .create(&PostParams::default(), &lock_object(cluster, machine)?)
+            .await
+        {
+            Ok(_) => return Ok(Outcome::Acquired { new: true }),
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(cm) = api.get_opt(&name).await? else { continue };
+        let stale = match holder(&cm) {
+            Some(h) if h == machine => return Ok(Outcome::Acquired { new: false }),
+            Some(h) => match machines.get_opt(&h).await? {
+                Some(m) if m.metadata.deletion_timestamp.is_none() => return Ok(Outcome::HeldBy(h)),
+                _ => true,
+            },
+            None => true,
+        };
+        if stale {
+            tracing::info!(lock = %name, holder = ?holder(&cm), "removing a stale init lock");
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version: cm.metadata.resource_version.clone(),
+                    uid: cm.metadata.uid.clone(),
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let current = api.get_opt(&name).await?.and_then(|cm| holder(&cm));
+    Ok(Outcome::HeldBy(current.unwrap_or_else(|| "<unknown>".into())))
+}
+
+/// Releases the lock of a cluster (once it is initialised). Missing is fine.
+pub async fn release(api: &Api<ConfigMap>, cluster: &str) -> Result<bool, Error> {
+    match api
+        .delete(&consts::init_lock_configmap(cluster), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(data: Option<&str>) -> ConfigMap {
+        ConfigMap {
+            data: data.map(|d| BTreeMap::from([(consts::KEY_LOCK.to_string(), d.to_string())])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reads_canonicals_lock_format() {
+        assert_eq!(
+            holder(&cm(Some(r#"{"machineName":"cp-abcde"}"#))),
+            Some("cp-abcde".into())
+        );
+        assert_eq!(holder(&cm(Some("not json"))), None);
+        assert_eq!(holder(&cm(Some(r#"{"machineName":""}"#))), None);
+        assert_eq!(holder(&cm(None)), None);
+    }
+
+    #[test]
+    fn writes_canonicals_lock_format() {
+        let cluster: Cluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u"}, "spec": {}}))
+        .unwrap();
+        let obj = lock_object(&cluster, "m1").unwrap();
+        assert_eq!(obj.metadata.name.as_deref(), Some("c-lock"));
+        assert_eq!(obj.data.unwrap()[consts::KEY_LOCK], r#"{"machineName":"m1"}"#);
+        assert_eq!(obj.metadata.owner_references.unwrap()[0].kind, "Cluster");
+    }
+}

@@ -1,0 +1,660 @@
+//! T1: the bootstrap controller against a real kube-apiserver with the CAPI CRDs. The test
+//! plays CAPI core: it creates Clusters and Machines, sets their status, and reads what the
+//! controller writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use mk8s_api::MicroK8sConfig;
+use mk8s_api::capi::CoreVersion;
+use mk8s_api::conditions;
+use mk8s_runtime::{ManagerFlags, Metrics, Runtime};
+use mk8s_testenv::{Plane, wait_for, wait_for_value};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Env {
+    plane: &'static Plane,
+    client: kube::Client,
+    ns: String,
+}
+
+async fn env(prefix: &str) -> Option<Env> {
+    let plane = mk8s_testenv::shared().await?;
+    plane.install_capi_crds().await.unwrap();
+    let crds: Vec<_> = mk8s_api::crd::all().into_iter().map(|(_, c)| c).collect();
+    plane.apply_crds(&crds).await.unwrap();
+    let ns = plane.namespace(prefix).await.unwrap();
+    Some(Env {
+        plane,
+        client: plane.client().await,
+        ns,
+    })
+}
+
+/// The controller running in-process, watching one namespace, until dropped or stopped.
+struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("controller stops")
+            .unwrap();
+    }
+}
+
+fn start_with(client: kube::Client, ns: &str) -> Running {
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let flags = ManagerFlags::from_args([
+        format!("--namespace={ns}"),
+        "--log-format=text".into(),
+        format!("--log-level={level}"),
+    ])
+    .unwrap();
+    mk8s_runtime::init_tracing(&flags);
+    let rt = Runtime {
+        client,
+        metrics: metrics.clone(),
+        shutdown: stop.clone(),
+        flags,
+        name: "microk8s-bootstrap",
+        core_version: CoreVersion::V1Beta2,
+    };
+    let handle = tokio::spawn(async move {
+        mk8s_bootstrap::controller::run(rt).await.unwrap();
+    });
+    Running { stop, handle, metrics }
+}
+
+fn ar(kind: &str) -> ApiResource {
+    let (g, v) = match kind {
+        "Cluster" | "Machine" => ("cluster.x-k8s.io", "v1beta2"),
+        _ => ("bootstrap.cluster.x-k8s.io", "v1beta1"),
+    };
+    ApiResource::from_gvk(&GroupVersionKind::gvk(g, v, kind))
+}
+
+impl Env {
+    fn dynamic(&self, kind: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.ns, &ar(kind))
+    }
+
+    async fn create(&self, obj: Value) -> DynamicObject {
+        let kind = obj["kind"].as_str().unwrap().to_string();
+        let o: DynamicObject = serde_json::from_value(obj).unwrap();
+        self.dynamic(&kind).create(&PostParams::default(), &o).await.unwrap()
+    }
+
+    async fn patch_status(&self, kind: &str, name: &str, status: Value) {
+        self.dynamic(kind)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn patch_spec(&self, kind: &str, name: &str, spec: Value) {
+        self.dynamic(kind)
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
+            .await
+            .unwrap();
+    }
+
+    /// A Cluster with its infrastructure ready and an endpoint.
+    async fn cluster(&self, name: &str, ready: bool, endpoint: bool) {
+        let mut spec = json!({"paused": false});
+        if endpoint {
+            spec["controlPlaneEndpoint"] = json!({"host": "10.0.0.100", "port": 6443});
+        }
+        self.create(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                           "metadata": {"name": name}, "spec": spec}))
+            .await;
+        if ready {
+            self.patch_status(
+                "Cluster",
+                name,
+                json!({"initialization": {"infrastructureProvisioned": true}}),
+            )
+            .await;
+        }
+    }
+
+    async fn initialize(&self, cluster: &str) {
+        self.patch_status(
+            "Cluster",
+            cluster,
+            json!({"initialization": {"infrastructureProvisioned": true, "controlPlaneInitialized": true}}),
+        )
+        .await;
+    }
+
+    /// A Machine with its MicroK8sConfig (owned by the Machine, as CAPI sets it).
+    async fn machine(&self, cluster: &str, name: &str, control_plane: bool, version: Option<&str>, spec: Value) {
+        let mut labels = json!({"cluster.x-k8s.io/cluster-name": cluster});
+        if control_plane {
+            labels["cluster.x-k8s.io/control-plane"] = json!("");
+        }
+        let mut mspec = json!({"clusterName": cluster,
+            "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "MicroK8sConfig", "name": name}},
+            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SimMachine", "name": name}});
+        if let Some(v) = version {
+            mspec["version"] = json!(v);
+        }
+        let m = self
+            .create(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                           "metadata": {"name": name, "labels": labels}, "spec": mspec}))
+            .await;
+        self.create(
+            json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
+            "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+                         "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                                              "name": name, "uid": m.metadata.uid.unwrap()}]},
+            "spec": spec}),
+        )
+        .await;
+    }
+
+    /// What CAPI and the infrastructure do once a machine runs: providerID, address, phase.
+    async fn running(&self, name: &str, ip: &str) {
+        self.patch_spec("Machine", name, json!({"providerID": format!("sim://{name}")}))
+            .await;
+        self.patch_status(
+            "Machine",
+            name,
+            json!({"phase": "Running", "addresses": [{"type": "InternalIP", "address": ip}]}),
+        )
+        .await;
+    }
+
+    async fn config(&self, name: &str) -> MicroK8sConfig {
+        Api::<MicroK8sConfig>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .unwrap()
+    }
+
+    async fn reason(&self, name: &str) -> Option<String> {
+        self.config(name).await.status.and_then(|s| {
+            conditions::find(&s.conditions, "DataSecretAvailable").map(|c| format!("{}/{}", c.status, c.reason))
+        })
+    }
+
+    async fn wait_reason(&self, name: &str, want: &str) -> MicroK8sConfig {
+        let what = format!("config {name} reaches {want}");
+        wait_for(TIMEOUT, &what, || async {
+            self.reason(name).await.as_deref() == Some(want)
+        })
+        .await;
+        self.config(name).await
+    }
+
+    async fn secret(&self, name: &str) -> Option<Secret> {
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+    }
+
+    async fn data(&self, name: &str) -> String {
+        let s = wait_for_value(TIMEOUT, &format!("data secret {name}"), || async {
+            self.secret(name).await
+        })
+        .await;
+        String::from_utf8(s.data.unwrap()["value"].0.clone()).unwrap()
+    }
+}
+
+fn value(s: &Secret, key: &str) -> String {
+    String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+fn role_of(user_data: &str) -> &'static str {
+    if user_data.contains(r#"["/capi-scripts/30-refresh-certs.sh""#) {
+        "init"
+    } else if user_data.contains(r#"["/capi-scripts/40-join.sh", "--worker""#) {
+        "worker"
+    } else {
+        "join-control-plane"
+    }
+}
+
+#[tokio::test]
+async fn gating_init_join_and_worker_wakeup() {
+    let Some(env) = env("gating").await else { return };
+    let ctrl = start_with(env.client.clone(), &env.ns);
+
+    // No owner: waits. A Machine without a Cluster: waits.
+    env.create(
+        json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
+                      "metadata": {"name": "orphan"}, "spec": {}}),
+    )
+    .await;
+    env.wait_reason("orphan", "False/WaitingForMachine").await;
+    env.machine("c1", "early", true, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("early", "False/WaitingForCluster").await;
+
+    // Cluster without infrastructure, then without endpoint.
+    env.cluster("c1", false, false).await;
+    env.wait_reason("early", "False/WaitingForClusterInfrastructure").await;
+    env.patch_status(
+        "Cluster",
+        "c1",
+        json!({"initialization": {"infrastructureProvisioned": true}}),
+    )
+    .await;
+    env.wait_reason("early", "False/WaitingForControlPlaneEndpoint").await;
+
+    // Worker created before the control plane is initialized waits.
+    env.machine("c1", "w1", false, Some("v1.33.4"), json!({})).await;
+    env.patch_spec(
+        "Cluster",
+        "c1",
+        json!({"controlPlaneEndpoint": {"host": "10.0.0.100", "port": 6443}}),
+    )
+    .await;
+    let cfg = env.wait_reason("early", "True/DataSecretCreated").await;
+    let st = cfg.status.unwrap();
+    assert!(st.ready);
+    assert_eq!(st.data_secret_name.as_deref(), Some("early"));
+    assert_eq!(st.initialization.unwrap().data_secret_created, Some(true));
+    assert!(conditions::is_true(&st.conditions, "Ready"));
+    assert_eq!(st.observed_generation, cfg.metadata.generation);
+    assert_eq!(role_of(&env.data("early").await), "init");
+    env.wait_reason("w1", "False/WaitingForControlPlaneAvailable").await;
+
+    // The data Secret per contract.
+    let s = env.secret("early").await.unwrap();
+    assert_eq!(s.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+    assert_eq!(
+        s.metadata.labels.as_ref().unwrap()["cluster.x-k8s.io/cluster-name"],
+        "c1"
+    );
+    assert_eq!(value(&s, "format"), "cloud-config");
+    let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("MicroK8sConfig", Some(true)));
+
+    // Once the init machine runs and CAPI reports the control plane initialized, the worker
+    // wakes at once (Cluster watch, no poll) and joins through the init machine's address.
+    env.running("early", "10.1.0.1").await;
+    let t0 = Instant::now();
+    env.initialize("c1").await;
+    env.wait_reason("w1", "True/DataSecretCreated").await;
+    let latency = t0.elapsed();
+    eprintln!("worker wake-up after initialization: {latency:?}");
+    assert!(latency < Duration::from_secs(5), "worker woke after {latency:?}");
+    let worker = env.data("w1").await;
+    assert_eq!(role_of(&worker), "worker");
+    assert!(
+        worker.contains("10.1.0.1:30000/"),
+        "join URL through the init node:\n{worker}"
+    );
+
+    // A further control plane machine joins the control plane.
+    env.machine("c1", "cp2", true, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("cp2", "True/DataSecretCreated").await;
+    assert_eq!(role_of(&env.data("cp2").await), "join-control-plane");
+
+    // The init lock was released once initialized.
+    let locks = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns);
+    wait_for(TIMEOUT, "init lock released", || async {
+        locks.get_opt("c1-lock").await.unwrap().is_none()
+    })
+    .await;
+    assert!(ctrl.metrics.encode().contains("mk8s_reconcile_total"));
+    ctrl.stop().await;
+}
+
+#[tokio::test]
+async fn racing_control_plane_machines_get_exactly_one_init() {
+    let Some(env) = env("race").await else { return };
+    env.cluster("c", true, true).await;
+    for i in 0..4 {
+        env.machine("c", &format!("cp{i}"), true, Some("v1.33.4"), json!({}))
+            .await;
+    }
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    let mut init = vec![];
+    for i in 0..4 {
+        let name = format!("cp{i}");
+        wait_for(TIMEOUT, &format!("{name} decided"), || async {
+            matches!(
+                env.reason(&name).await.as_deref(),
+                Some("True/DataSecretCreated") | Some("False/WaitingForInitLock")
+            )
+        })
+        .await;
+        if env.reason(&name).await.as_deref() == Some("True/DataSecretCreated") {
+            init.push(name);
+        }
+    }
+    assert_eq!(init.len(), 1, "exactly one init: {init:?}");
+    assert_eq!(role_of(&env.data(&init[0]).await), "init");
+    let lock = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns)
+        .get("c-lock")
+        .await
+        .unwrap();
+    assert_eq!(
+        lock.data.unwrap()["lock-information"],
+        format!("{{\"machineName\":\"{}\"}}", init[0])
+    );
+    // After initialization every other control plane machine joins.
+    env.running(&init[0], "10.2.0.1").await;
+    env.initialize("c").await;
+    for i in 0..4 {
+        let name = format!("cp{i}");
+        env.wait_reason(&name, "True/DataSecretCreated").await;
+        if name != init[0] {
+            assert_eq!(role_of(&env.data(&name).await), "join-control-plane");
+        }
+    }
+    ctrl.stop().await;
+}
+
+#[tokio::test]
+async fn stale_and_unparsable_locks_are_recovered() {
+    let Some(env) = env("lock").await else { return };
+    env.cluster("gone", true, true).await;
+    env.cluster("junk", true, true).await;
+    let cms = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns);
+    for (name, data) in [
+        ("gone-lock", r#"{"machineName":"deleted-long-ago"}"#),
+        ("junk-lock", "{not json"),
+    ] {
+        let cm = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([("lock-information".to_string(), data.to_string())])),
+            ..Default::default()
+        };
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    env.machine("gone", "a", true, Some("v1.33.4"), json!({})).await;
+    env.machine("junk", "b", true, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.wait_reason("a", "True/DataSecretCreated").await;
+    env.wait_reason("b", "True/DataSecretCreated").await;
+    assert_eq!(role_of(&env.data("a").await), "init");
+    assert_eq!(role_of(&env.data("b").await), "init");
+    ctrl.stop().await;
+}
+
+#[tokio::test]
+async fn cluster_secrets_are_created_per_contract_and_user_secrets_kept() {
+    let Some(env) = env("secrets").await else { return };
+    env.cluster("gen", true, true).await;
+    env.cluster("user", true, true).await;
+    // A user-made join token without labels or owner.
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), &env.ns);
+    let token = "abcdefghijklmnopqrstuvwxyzABCDEF";
+    let user = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("user-jointoken".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([("value".to_string(), token.to_string())])),
+        ..Default::default()
+    };
+    let created = secrets.create(&PostParams::default(), &user).await.unwrap();
+    env.machine("gen", "g", true, Some("v1.33.4"), json!({})).await;
+    env.machine("user", "u", true, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.wait_reason("g", "True/DataSecretCreated").await;
+    env.wait_reason("u", "True/DataSecretCreated").await;
+
+    let jt = env.secret("gen-jointoken").await.unwrap();
+    let v = value(&jt, "value");
+    assert_eq!(v.len(), 32);
+    assert!(v.chars().all(|c| c.is_ascii_alphabetic()));
+    assert_eq!(
+        jt.metadata.labels.as_ref().unwrap()["cluster.x-k8s.io/cluster-name"],
+        "gen"
+    );
+    assert_eq!(jt.metadata.owner_references.as_ref().unwrap()[0].kind, "Cluster");
+    let ca = env.secret("gen-ca").await.unwrap();
+    for key in ["tls.crt", "tls.key", "crt", "key"] {
+        assert!(ca.data.as_ref().unwrap().contains_key(key), "{key}");
+    }
+    assert!(value(&ca, "tls.key").starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let parsed = mk8s_pki::Ca::parse(&value(&ca, "tls.crt"), &value(&ca, "key")).unwrap();
+    assert_eq!(parsed.algorithm(), mk8s_pki::KeyAlgorithm::Rsa);
+    let auth = env.secret("gen-capi-auth-token").await.unwrap();
+    assert_eq!(auth.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+    assert_eq!(value(&auth, "token").len(), 24);
+    let init = env.data("g").await;
+    assert!(init.contains(&v), "the init node registers the generated token");
+    assert!(
+        init.contains(value(&ca, "tls.crt").lines().nth(1).unwrap()),
+        "the CA is delivered"
+    );
+
+    // The user's token is used and left untouched.
+    assert!(env.data("u").await.contains(token));
+    let after = env.secret("user-jointoken").await.unwrap();
+    assert_eq!(after.metadata.resource_version, created.metadata.resource_version);
+    assert!(after.metadata.labels.is_none());
+    ctrl.stop().await;
+}
+
+#[tokio::test]
+async fn deleted_data_secret_is_rendered_again_only_before_the_node_joins() {
+    let Some(env) = env("regen").await else { return };
+    env.cluster("c", true, true).await;
+    env.machine("c", "cp", true, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.wait_reason("cp", "True/DataSecretCreated").await;
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), &env.ns);
+    let first = env.secret("cp").await.unwrap();
+    // The cluster is initialized meanwhile, but the machine has no nodeRef: same role again.
+    env.initialize("c").await;
+    secrets.delete("cp", &DeleteParams::default()).await.unwrap();
+    wait_for(TIMEOUT, "data secret rendered again", || async {
+        env.secret("cp")
+            .await
+            .is_some_and(|s| s.metadata.uid != first.metadata.uid)
+    })
+    .await;
+    assert_eq!(role_of(&env.data("cp").await), "init");
+
+    // After the node joined, a deleted Secret is reported and not regenerated.
+    env.patch_status("Machine", "cp", json!({"nodeRef": {"name": "cp"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    secrets.delete("cp", &DeleteParams::default()).await.unwrap();
+    env.wait_reason("cp", "True/DataSecretDeletedAfterJoin").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env.secret("cp").await.is_none());
+    assert!(env.config("cp").await.status.unwrap().ready);
+    ctrl.stop().await;
+}
+
+#[tokio::test]
+async fn paused_clusters_are_left_alone() {
+    let Some(env) = env("paused").await else { return };
+    env.cluster("c", true, true).await;
+    env.patch_spec("Cluster", "c", json!({"paused": true})).await;
+    env.machine("c", "cp", true, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    wait_for(TIMEOUT, "Paused condition", || async {
+        env.config("cp")
+            .await
+            .status
+            .is_some_and(|s| conditions::is_true(&s.conditions, "Paused"))
+    })
+    .await;
+    assert!(env.secret("cp").await.is_none());
+    assert!(env.secret("c-jointoken").await.is_none());
+    env.patch_spec("Cluster", "c", json!({"paused": false})).await;
+    env.wait_reason("cp", "True/DataSecretCreated").await;
+    assert!(!conditions::is_true(
+        &env.config("cp").await.status.unwrap().conditions,
+        "Paused"
+    ));
+    ctrl.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_becomes_a_condition_never_a_panic() {
+    let Some(env) = env("invalid").await else { return };
+    env.cluster("c", true, true).await;
+    env.machine("c", "noversion", true, None, json!({})).await;
+    env.machine("c", "badversion", true, Some("v1.28"), json!({})).await;
+    env.machine(
+        "c",
+        "strict124",
+        true,
+        Some("v1.24.17"),
+        json!({"initConfiguration": {"confinement": "strict"}}),
+    )
+    .await;
+    env.cluster("noendpoint", true, false).await;
+    env.machine("noendpoint", "ne", true, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    let msg = |c: MicroK8sConfig| {
+        conditions::find(&c.status.unwrap().conditions, "DataSecretAvailable")
+            .unwrap()
+            .message
+            .clone()
+    };
+    let c = env.wait_reason("noversion", "False/InvalidConfiguration").await;
+    assert!(msg(c).contains("has no spec.version"));
+    let c = env.wait_reason("badversion", "False/InvalidConfiguration").await;
+    assert!(msg(c).contains("\"v1.28\" is not a semantic version"));
+    // One of the three takes the init lock; strict + 1.24 fails in rendering when it does.
+    env.wait_reason("ne", "False/WaitingForControlPlaneEndpoint").await;
+    // Fixing the Machine's version is picked up (Machine watch), no restart needed.
+    env.patch_spec("Machine", "noversion", json!({"version": "v1.33.4"}))
+        .await;
+    wait_for(TIMEOUT, "noversion proceeds", || async {
+        env.reason("noversion").await.as_deref() != Some("False/InvalidConfiguration")
+    })
+    .await;
+    ctrl.stop().await;
+
+    // A control plane machine with strict confinement on 1.24 and no init lock contention.
+    let Some(env2) = env_for_strict().await else { return };
+    let ctrl = start_with(env2.client.clone(), &env2.ns);
+    let c = env2.wait_reason("s", "False/InvalidConfiguration").await;
+    assert!(msg(c).contains("strict confinement needs MicroK8s 1.25"));
+    ctrl.stop().await;
+}
+
+async fn env_for_strict() -> Option<Env> {
+    let env = env("strict").await?;
+    env.cluster("c", true, true).await;
+    env.machine(
+        "c",
+        "s",
+        true,
+        Some("v1.24.17"),
+        json!({"initConfiguration": {"confinement": "strict"}}),
+    )
+    .await;
+    Some(env)
+}
+
+#[tokio::test]
+async fn restart_mid_way_regenerates_nothing() {
+    let Some(env) = env("restart").await else { return };
+    env.cluster("c", true, true).await;
+    env.machine("c", "cp", true, Some("v1.33.4"), json!({})).await;
+    env.machine("c", "w", false, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.wait_reason("cp", "True/DataSecretCreated").await;
+    env.wait_reason("w", "False/WaitingForControlPlaneAvailable").await;
+    ctrl.stop().await;
+    let before = env.secret("cp").await.unwrap();
+    let token_before = env.secret("c-jointoken").await.unwrap();
+
+    // While the controller is down, the control plane initializes.
+    env.running("cp", "10.3.0.1").await;
+    env.initialize("c").await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.wait_reason("w", "True/DataSecretCreated").await;
+    let after = env.secret("cp").await.unwrap();
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "init data untouched"
+    );
+    assert_eq!(
+        env.secret("c-jointoken").await.unwrap().metadata.resource_version,
+        token_before.metadata.resource_version
+    );
+    ctrl.stop().await;
+}
+
+#[tokio::test]
+async fn runs_with_the_generated_least_privilege_rbac() {
+    let Some(env) = env("rbac").await else { return };
+    // Apply config/rbac/bootstrap.yaml and run as its ServiceAccount.
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rbac/bootstrap.yaml")).unwrap();
+    let admin = env.plane.client().await;
+    let sa_ns = "capi-microk8s-bootstrap-system";
+    let nss = Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone());
+    let _ = nss
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": sa_ns}})).unwrap(),
+        )
+        .await;
+    for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+        let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), doc["apiVersion"].as_str().unwrap().to_string()),
+        };
+        let kind = doc["kind"].as_str().unwrap();
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(&group, &version, kind));
+        let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(admin.clone(), ns, &ar),
+            None => Api::all_with(admin.clone(), &ar),
+        };
+        let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(&name, &PatchParams::apply("t1").force(), &Patch::Apply(&doc))
+            .await
+            .unwrap();
+    }
+    let sa_client = env
+        .plane
+        .client_for_service_account(sa_ns, "capi-microk8s-bootstrap-controller-manager")
+        .await
+        .unwrap();
+    env.cluster("c", true, true).await;
+    env.machine("c", "cp", true, Some("v1.33.4"), json!({})).await;
+    env.machine("c", "w", false, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(sa_client, &env.ns);
+    env.wait_reason("cp", "True/DataSecretCreated").await;
+    env.running("cp", "10.4.0.1").await;
+    env.initialize("c").await;
+    env.wait_reason("w", "True/DataSecretCreated").await;
+    let errors = ctrl
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("mk8s_reconcile_errors_total"))
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    assert!(errors.is_empty(), "reconcile errors under least privilege: {errors:?}");
+    ctrl.stop().await;
+}
