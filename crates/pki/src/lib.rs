@@ -294,6 +294,36 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a TLS serving certificate for `names` (DNS names or IP addresses), valid from
+    /// `now` for `validity` (capped by the CA's expiry). Returns certificate and a fresh ECDSA
+    /// P-256 key (PKCS#8) as PEM.
+    pub fn sign_server(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate().map_err(|e| PkiError::Generate(e.to_string()))?;
+        let sans: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(sans).map_err(|e| PkiError::Generate(e.to_string()))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.serial_number = Some(random_serial());
+        params.not_before = to_offset(now - Duration::from_secs(300));
+        params.not_after = to_offset((now + validity).min(self.not_after));
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| PkiError::Generate(e.to_string()))?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 /// A join token: 32 letters from the CSPRNG (the alphabet Canonical's provider uses, so
 /// tokens stay interchangeable).
 pub fn join_token() -> String {
@@ -516,6 +546,20 @@ mod tests {
             .sign_client("x", &[], now(), Duration::from_secs(100 * 365 * 86400))
             .unwrap();
         assert!(cert_info(&c).unwrap().not_after <= ca.not_after());
+    }
+
+    #[test]
+    fn signs_serving_certificates_with_ip_and_dns_names() {
+        let a = generate_ca("a", now()).unwrap();
+        let ca = Ca::parse(&a.cert_pem, &a.key_pem).unwrap();
+        let (cert, _) = ca
+            .sign_server("webhook", &["127.0.0.1", "localhost"], now(), Duration::from_secs(3600))
+            .unwrap();
+        assert!(is_signed_by(&cert, &a.cert_pem));
+        let der = parse_cert_der(&cert).unwrap();
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        let sans = c.subject_alternative_name().unwrap().unwrap().value.general_names.len();
+        assert_eq!(sans, 2);
     }
 
     #[test]

@@ -43,6 +43,7 @@
 
 mod binaries;
 pub mod certs;
+mod etcd;
 mod kubeconfig;
 mod plane;
 mod process;
@@ -56,10 +57,11 @@ use std::time::Duration;
 
 pub use binaries::{Binaries, MissingBinaries, parse_env_file, workspace_root};
 pub use certs::{CaKeyFormat, CertKeyPem, generate_ca};
+pub use etcd::EtcdServer;
 pub use kubeconfig::{client_from_kubeconfig_yaml, config_from_kubeconfig_yaml};
 pub use plane::{FIELD_MANAGER, Plane, parse_crds, read_crd_file};
-pub use process::run_dir;
-pub use workload::{WorkloadApiServer, WorkloadApiServerOptions};
+pub use process::{run_dir, spawn_with_pdeathsig};
+pub use workload::{WorkloadApiServer, WorkloadApiServerOptions, start_workload_apiserver};
 
 /// Errors of the harness.
 #[derive(Debug, thiserror::Error)]

@@ -169,7 +169,7 @@ pub(crate) async fn probe_ok(client: &kube::Client, path: &str) -> bool {
     )
 }
 
-async fn etcd_healthy(port: u16) -> bool {
+pub(crate) async fn etcd_healthy(port: u16) -> bool {
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
         s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;

@@ -84,6 +84,14 @@ fn spawn_child(mut cmd: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("the mk8s-testenv spawner thread did not answer"))?
 }
 
+/// Spawns `cmd` from the harness' long-lived spawner thread with
+/// `PR_SET_PDEATHSIG = SIGKILL`, so the child dies when this process dies (whichever thread
+/// asked for it). The caller keeps full control of the command (environment, working
+/// directory, process group, stdio) and owns the returned [`Child`]: nothing else tracks it.
+pub fn spawn_with_pdeathsig(cmd: Command) -> io::Result<Child> {
+    spawn_child(cmd)
+}
+
 /// Field 22 (`starttime`, clock ticks after boot) of `/proc/<pid>/stat`.
 pub(crate) fn proc_start_time(pid: u32) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

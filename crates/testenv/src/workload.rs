@@ -180,6 +180,23 @@ impl Drop for WorkloadApiServer {
     }
 }
 
+/// Starts a workload kube-apiserver outside a [`crate::Plane`]: the `kube-apiserver` binary
+/// at `apiserver`, storing under a fresh `--etcd-prefix` in the etcd at `etcd_url` (for
+/// example an [`crate::EtcdServer`], or a plane's [`crate::Plane::etcd_url`]). Like
+/// [`crate::Plane::start_workload_apiserver_async`], the work runs on its own thread and
+/// runtime, so the returned value is not bound to the caller's runtime.
+pub async fn start_workload_apiserver(
+    apiserver: &Path,
+    etcd_url: &str,
+    options: WorkloadApiServerOptions,
+) -> Result<WorkloadApiServer> {
+    let ctx = Context {
+        apiserver: apiserver.to_path_buf(),
+        etcd_url: etcd_url.to_string(),
+    };
+    crate::plane::run_isolated("mk8s-testenv-workload", move || start(ctx, options)).await
+}
+
 pub(crate) async fn start(ctx: Context, o: WorkloadApiServerOptions) -> Result<WorkloadApiServer> {
     let t0 = Instant::now();
     let session = session()?;
