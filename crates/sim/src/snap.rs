@@ -221,11 +221,9 @@ pub fn install_tree(root: &Path, revision: u32) -> std::io::Result<()> {
     )?;
     w(
         "args/cni-network/cni.yaml",
-        "# Calico (simulated manifest: only the lines 30-calico-ipip.sh rewrites)\nkind: DaemonSet\n\
-         apiVersion: apps/v1\nmetadata:\n  name: calico-node\n  namespace: kube-system\n---\n\
-         # env of calico-node\n            - name: CALICO_IPV4POOL_VXLAN\n              value: \"Always\"\n\
-         # config\n  calico_backend: \"vxlan\"\n# probes\n                - -felix-ready\n                - -felix-live\n"
-            .to_string(),
+        // A small but valid Calico manifest: `30-calico-ipip.sh` rewrites it and applies it to
+        // the workload API server, which validates it.
+        CNI_YAML.to_string(),
     )?;
     for c in ["client", "scheduler", "kubelet", "proxy", "controller"] {
         w(
@@ -357,5 +355,60 @@ mod tests {
             WORKER_LABELS,
         );
         assert!(worker.contains("microk8s-worker") && !worker.contains("controlplane") && worker.contains("--y"));
+    }
+}
+
+/// The simulated Calico manifest: the objects and lines `30-calico-ipip.sh` rewrites.
+const CNI_YAML: &str = r#"# Calico (simulated)
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: calico-config
+  namespace: kube-system
+data:
+  calico_backend: "vxlan"
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: calico-node
+  namespace: kube-system
+spec:
+  selector:
+    matchLabels:
+      k8s-app: calico-node
+  template:
+    metadata:
+      labels:
+        k8s-app: calico-node
+    spec:
+      containers:
+        - name: calico-node
+          image: docker.io/calico/node:v3.28.1
+          env:
+            - name: CALICO_IPV4POOL_VXLAN
+              value: "Always"
+          readinessProbe:
+            exec:
+              command:
+                - /bin/calico-node
+                - -felix-ready
+          livenessProbe:
+            exec:
+              command:
+                - /bin/calico-node
+                - -felix-live
+"#;
+
+#[cfg(test)]
+mod cni_tests {
+    #[test]
+    fn simulated_calico_manifest_is_valid_yaml_with_the_lines_the_script_rewrites() {
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(super::CNI_YAML).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["command"][1], "-felix-ready");
+        for needle in ["CALICO_IPV4POOL_VXLAN", "calico_backend: \"vxlan\"", "-felix-ready", "-felix-live"] {
+            assert!(super::CNI_YAML.contains(needle), "{needle}");
+        }
     }
 }

@@ -1,0 +1,160 @@
+//! Our two managers, run as processes the way they run in a cluster: with their own
+//! ServiceAccount's token and the generated RBAC, leader election on, JSON logs to a file.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use mk8s_testenv::Plane;
+
+/// Namespace of the bootstrap manager (Canonical's).
+pub const BOOTSTRAP_NS: &str = "capi-microk8s-bootstrap-system";
+/// Namespace of the control plane manager (Canonical's).
+pub const CONTROL_PLANE_NS: &str = "capi-microk8s-control-plane-system";
+
+/// Which manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManagerKind {
+    /// `mk8s-bootstrap`.
+    Bootstrap,
+    /// `mk8s-controlplane`.
+    ControlPlane,
+}
+
+impl ManagerKind {
+    fn binary(self) -> &'static str {
+        match self {
+            ManagerKind::Bootstrap => "mk8s-bootstrap",
+            ManagerKind::ControlPlane => "mk8s-controlplane",
+        }
+    }
+
+    fn namespace(self) -> &'static str {
+        match self {
+            ManagerKind::Bootstrap => BOOTSTRAP_NS,
+            ManagerKind::ControlPlane => CONTROL_PLANE_NS,
+        }
+    }
+
+    fn service_account(self) -> &'static str {
+        match self {
+            ManagerKind::Bootstrap => "capi-microk8s-bootstrap-controller-manager",
+            ManagerKind::ControlPlane => "capi-microk8s-control-plane-controller-manager",
+        }
+    }
+}
+
+/// Creates a namespace if missing.
+pub async fn ensure_namespace(client: &kube::Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await.unwrap().is_none() {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+            Err(e) => panic!("namespace {name}: {e}"),
+        }
+    }
+}
+
+/// A running manager process.
+pub struct Manager {
+    /// Which one.
+    pub kind: ManagerKind,
+    child: Child,
+    log: PathBuf,
+    /// Its probe port.
+    pub health_port: u16,
+}
+
+impl Manager {
+    /// Starts a manager under its ServiceAccount and waits until it is ready.
+    pub async fn start(plane: &Plane, kind: ManagerKind, dir: &Path) -> Manager {
+        let kubeconfig = dir.join(format!("{}.kubeconfig", kind.binary()));
+        if !kubeconfig.exists() {
+            let yaml = plane
+                .kubeconfig_for_service_account(kind.namespace(), kind.service_account())
+                .await
+                .expect("service account kubeconfig");
+            std::fs::write(&kubeconfig, yaml).unwrap();
+        }
+        let health_port = crate::capi::free_port();
+        let log = dir.join(format!("{}.log", kind.binary()));
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let _ = writeln!(out, "=== starting {} ===", kind.binary());
+        let mut cmd = Command::new(crate::binary(kind.binary()));
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--health-probe-bind-address=127.0.0.1:{health_port}"))
+            .arg("--metrics-bind-address=127.0.0.1:0")
+            .arg("--leader-elect")
+            .arg(format!("--leader-election-namespace={}", kind.namespace()))
+            .arg("--leader-election-lease-duration=4")
+            .arg("--log-format=json")
+            .env("RUST_LOG", std::env::var("E2E_MANAGER_LOG").unwrap_or_else(|_| "info".into()))
+            .env("POD_NAME", format!("{}-{}", kind.binary(), std::process::id()))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = mk8s_testenv::spawn_with_pdeathsig(cmd).expect("start manager");
+        let mut m = Manager {
+            kind,
+            child,
+            log,
+            health_port,
+        };
+        m.wait_ready(Duration::from_secs(60)).await;
+        m
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}):\n{}", self.kind.binary(), self.log_tail(40));
+            }
+            let port = self.health_port;
+            if tokio::task::spawn_blocking(move || crate::capi::http_ok(port, "/readyz"))
+                .await
+                .unwrap_or(false)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{} not ready after {timeout:?}:\n{}",
+                self.kind.binary(),
+                self.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the process: SIGTERM and a grace period when `graceful`, SIGKILL otherwise.
+    pub fn stop(mut self, graceful: bool) {
+        let pid = i32::try_from(self.child.id()).unwrap_or(0);
+        if graceful && pid > 0 {
+            #[allow(unsafe_code)]
+            // SAFETY: sending a signal to our own child process by pid.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        crate::capi::tail(&self.log, lines)
+    }
+}

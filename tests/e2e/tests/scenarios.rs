@@ -1,0 +1,249 @@
+//! The end-to-end scenarios (issue 5 §2) on the local management plane: the real CAPI core
+//! manager v1.14, the MicroK8s machine simulator, and both providers as processes under their
+//! own ServiceAccounts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use mk8s_e2e::cluster::{self, Expect, Shape};
+
+const CONVERGE: Duration = Duration::from_secs(300);
+
+async fn setup(prefix: &str) -> Option<(&'static mk8s_e2e::Env, kube::Client, String)> {
+    let env = tokio::task::spawn_blocking(mk8s_e2e::env).await.unwrap()?;
+    let ns = env.plane.namespace(prefix).await.unwrap();
+    Some((env, env.plane.client().await, ns))
+}
+
+/// 1. Quick start: 1 control plane + 1 worker.
+#[tokio::test]
+async fn s1_quick_start() {
+    let Some((env, client, ns)) = setup("s1").await else { return };
+    let shape = Shape::new("quick", 1, 1);
+    cluster::apply(&client, &ns, &shape.objects()).await;
+    cluster::wait_converged(env, &client, &ns, "quick", Expect { control_planes: 1, workers: 1 }, CONVERGE).await;
+}
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use mk8s_api::capi::MachineExt;
+use serde_json::json;
+
+const CP: &str = "controlplane.cluster.x-k8s.io/v1beta1";
+const CAPI: &str = "cluster.x-k8s.io/v1beta2";
+
+async fn scale_control_plane(client: &kube::Client, ns: &str, name: &str, replicas: i32) {
+    cluster::patch_spec(client, ns, CP, "MicroK8sControlPlane", &format!("{name}-control-plane"), json!({"replicas": replicas})).await;
+}
+
+async fn scale_workers(client: &kube::Client, ns: &str, name: &str, replicas: i32) {
+    cluster::patch_spec(client, ns, CAPI, "MachineDeployment", &format!("{name}-md-0"), json!({"replicas": replicas})).await;
+}
+
+/// The dqlite members are exactly the control plane machines' InternalIPs.
+async fn assert_members_are_control_planes(env: &mk8s_e2e::Env, client: &kube::Client, ns: &str, name: &str) {
+    let mut ips: Vec<String> = cluster::machines(client, ns, name)
+        .await
+        .iter()
+        .filter(|m| m.is_control_plane())
+        .flat_map(|m| m.addresses_of("InternalIP").into_iter().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    ips.sort();
+    let mut members: Vec<String> = cluster::members(env, ns, name)
+        .iter()
+        .map(|a| a.rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or_default())
+        .collect();
+    members.sort();
+    assert_eq!(members, ips, "dqlite members vs control plane machines");
+}
+
+fn assert_quorum_kept(env: &mk8s_e2e::Env, ns: &str, name: &str) {
+    let snap = env.sim.cluster(ns, name).expect("simulated cluster");
+    let events: Vec<String> = snap.state.history.iter().map(|e| format!("{} {:?} {}/{}", e.event, e.member, e.live, e.members)).collect();
+    assert!(snap.quorum_never_lost(), "dqlite quorum was lost: {events:#?}");
+    assert_eq!(snap.state.history.iter().filter(|e| e.event == "Init").count(), 1, "init exactly once: {events:#?}");
+    assert!(!snap.state.history.iter().any(|e| e.event == "SecondInit"), "a second init: {events:#?}");
+}
+
+/// 2. HA: 3 control planes + 2 workers; scale the control plane 3→5→3→1 and workers 2→4→1.
+#[tokio::test]
+async fn s2_ha_scaling() {
+    let Some((env, client, ns)) = setup("s2").await else { return };
+    cluster::apply(&client, &ns, &Shape::new("ha", 3, 2).objects()).await;
+    cluster::wait_converged(env, &client, &ns, "ha", Expect { control_planes: 3, workers: 2 }, CONVERGE).await;
+    assert_members_are_control_planes(env, &client, &ns, "ha").await;
+    for (cp, workers) in [(5, 4), (3, 4), (1, 1)] {
+        scale_control_plane(&client, &ns, "ha", cp).await;
+        scale_workers(&client, &ns, "ha", workers).await;
+        cluster::wait_converged(env, &client, &ns, "ha", Expect { control_planes: cp as usize, workers: workers as usize }, CONVERGE).await;
+        assert_members_are_control_planes(env, &client, &ns, "ha").await;
+    }
+    assert_quorum_kept(env, &ns, "ha");
+}
+
+async fn node_versions(env: &mk8s_e2e::Env, ns: &str, name: &str) -> Vec<String> {
+    let wc = env.sim.workload_client(ns, name).await.expect("workload cluster");
+    let mut v: Vec<String> = Api::<Node>::all(wc)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.node_info.as_ref().map(|i| i.kubelet_version.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn wait_all_nodes_on(env: &mk8s_e2e::Env, ns: &str, name: &str, prefix: &str, count: usize) {
+    mk8s_e2e::eventually(CONVERGE, &format!("{count} nodes on {prefix}"), || async {
+        let v = node_versions(env, ns, name).await;
+        if v.len() == count && v.iter().all(|x| x.starts_with(prefix)) { Ok(()) } else { Err(format!("{v:?}")) }
+    })
+    .await;
+}
+
+/// 3. Rolling upgrade of an HA cluster by one minor version.
+#[tokio::test]
+async fn s3_rolling_upgrade() {
+    let Some((env, client, ns)) = setup("s3").await else { return };
+    let mut shape = Shape::new("roll", 3, 2);
+    shape.upgrade_strategy = "RollingUpgrade".into();
+    cluster::apply(&client, &ns, &shape.objects()).await;
+    cluster::wait_converged(env, &client, &ns, "roll", Expect { control_planes: 3, workers: 2 }, CONVERGE).await;
+    let before: Vec<String> = cluster::machines(&client, &ns, "roll").await.iter().filter(|m| m.is_control_plane()).filter_map(|m| m.metadata.name.clone()).collect();
+
+    cluster::patch_spec(&client, &ns, CP, "MicroK8sControlPlane", "roll-control-plane", json!({"version": "v1.34.0"})).await;
+    cluster::patch_spec(&client, &ns, CAPI, "MachineDeployment", "roll-md-0", json!({"template": {"spec": {"version": "v1.34.0"}}})).await;
+    // Machines are replaced one at a time: never more than replicas + 1 control planes.
+    let watcher = {
+        let client = client.clone();
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            let mut max = 0;
+            for _ in 0..2400 {
+                let n = cluster::machines(&client, &ns, "roll").await.iter().filter(|m| m.is_control_plane()).count();
+                max = max.max(n);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            max
+        })
+    };
+    wait_all_nodes_on(env, &ns, "roll", "v1.34.", 5).await;
+    cluster::wait_converged(env, &client, &ns, "roll", Expect { control_planes: 3, workers: 2 }, CONVERGE).await;
+    watcher.abort();
+    let after: Vec<String> = cluster::machines(&client, &ns, "roll").await.iter().filter(|m| m.is_control_plane()).filter_map(|m| m.metadata.name.clone()).collect();
+    assert!(before.iter().all(|b| !after.contains(b)), "every control plane machine replaced: {before:?} -> {after:?}");
+    assert_members_are_control_planes(env, &client, &ns, "roll").await;
+    assert_quorum_kept(env, &ns, "roll");
+    // Workers are not held by ControlPlaneIsStable afterwards: scale them up.
+    scale_workers(&client, &ns, "roll", 3).await;
+    cluster::wait_converged(env, &client, &ns, "roll", Expect { control_planes: 3, workers: 3 }, CONVERGE).await;
+}
+
+/// 4. In-place upgrades: SmartUpgrade on one control plane, InPlaceUpgrade on three.
+#[tokio::test]
+async fn s4_in_place_upgrades() {
+    let Some((env, client, ns)) = setup("s4").await else { return };
+    let mut single = Shape::new("smart", 1, 0);
+    single.upgrade_strategy = "SmartUpgrade".into();
+    let mut triple = Shape::new("inplace", 3, 0);
+    triple.upgrade_strategy = "InPlaceUpgrade".into();
+    cluster::apply(&client, &ns, &single.objects()).await;
+    cluster::apply(&client, &ns, &triple.objects()).await;
+    for (name, cp) in [("smart", 1), ("inplace", 3)] {
+        cluster::wait_converged(env, &client, &ns, name, Expect { control_planes: cp, workers: 0 }, CONVERGE).await;
+    }
+    for (name, cp) in [("smart", 1usize), ("inplace", 3)] {
+        let before: Vec<String> = cluster::machines(&client, &ns, name).await.iter().filter_map(|m| m.metadata.name.clone()).collect();
+        cluster::patch_spec(&client, &ns, CP, "MicroK8sControlPlane", &format!("{name}-control-plane"), json!({"version": "v1.34.0"})).await;
+        wait_all_nodes_on(env, &ns, name, "v1.34.", cp).await;
+        cluster::wait_converged(env, &client, &ns, name, Expect { control_planes: cp, workers: 0 }, CONVERGE).await;
+        let after: Vec<String> = cluster::machines(&client, &ns, name).await.iter().filter_map(|m| m.metadata.name.clone()).collect();
+        assert_eq!(before, after, "{name}: machines upgraded in place, not replaced");
+        let versions: Vec<Option<String>> = cluster::machines(&client, &ns, name).await.iter().map(|m| m.spec.version.clone()).collect();
+        assert!(versions.iter().all(|v| v.as_deref() == Some("v1.34.0")), "{name}: Machine versions {versions:?}");
+        assert_quorum_kept(env, &ns, name);
+    }
+}
+
+/// 7. Deletion: the Cluster and everything below it go; nothing is orphaned.
+#[tokio::test]
+async fn s7_deletion() {
+    let Some((env, client, ns)) = setup("s7").await else { return };
+    cluster::apply(&client, &ns, &Shape::new("del", 1, 1).objects()).await;
+    cluster::wait_converged(env, &client, &ns, "del", Expect { control_planes: 1, workers: 1 }, CONVERGE).await;
+    cluster::dynamic(&client, &ns, CAPI, "Cluster").delete("del", &Default::default()).await.unwrap();
+    mk8s_e2e::eventually(CONVERGE, "everything deleted", || async {
+        let mut left = vec![];
+        for (av, kind) in [
+            (CAPI, "Cluster"), (CAPI, "Machine"), (CAPI, "MachineDeployment"), (CAPI, "MachineSet"),
+            (CP, "MicroK8sControlPlane"), ("bootstrap.cluster.x-k8s.io/v1beta1", "MicroK8sConfig"),
+            ("infrastructure.cluster.x-k8s.io/v1alpha1", "SimCluster"), ("infrastructure.cluster.x-k8s.io/v1alpha1", "SimMachine"),
+            ("v1", "Secret"), ("v1", "ConfigMap"),
+        ] {
+            let list = cluster::dynamic(&client, &ns, av, kind).list(&Default::default()).await.map_err(|e| e.to_string())?;
+            for o in list.items {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                // Namespaces keep their service account token and root CA ConfigMap.
+                if kind == "ConfigMap" && name == "kube-root-ca.crt" {
+                    continue;
+                }
+                left.push(format!("{kind}/{name}"));
+            }
+        }
+        if left.is_empty() { Ok(()) } else { Err(format!("left: {left:?}")) }
+    })
+    .await;
+    assert!(env.sim.cluster(&ns, "del").is_none_or(|c| c.state.deleted), "simulated cluster stopped");
+}
+
+/// 8. Compatibility: Cluster YAML as Canonical's docs and e2e write it, with
+///    `cluster.x-k8s.io/v1beta1` objects, applied unchanged.
+#[tokio::test]
+async fn s8_canonical_style_yaml() {
+    let Some((env, client, ns)) = setup("s8").await else { return };
+    let text = include_str!("../fixtures/canonical-style.yaml");
+    mk8s_e2e::apply_yaml(&client, text, Some(&ns)).await;
+    cluster::wait_converged(env, &client, &ns, "compat", Expect { control_planes: 1, workers: 1 }, CONVERGE).await;
+    // The configured options reached the nodes.
+    let cp = cluster::machines(&client, &ns, "compat").await.into_iter().find(|m| m.is_control_plane()).unwrap();
+    let infra = cp.spec.infrastructure_ref.clone().unwrap().name;
+    let node = env.sim.node(&ns, &infra).expect("sim node");
+    let env_file = std::fs::read_to_string(node.root.join("var/snap/microk8s/current/args/containerd-env")).unwrap_or_default();
+    assert!(env_file.contains("http://proxy.internal:3128"), "containerd proxy: {env_file}");
+    let enabled: Vec<_> = node.calls_of("microk8s").into_iter().filter(|c| c.get(1).map(String::as_str) == Some("enable")).collect();
+    assert!(enabled.iter().any(|c| c.iter().any(|a| a == "ingress")), "addons: {enabled:?}");
+}
+
+/// 9. Resilience: our managers are killed and restarted at random points while an HA
+///    cluster comes up and scales; the end state is the same, with no duplicate machines and
+///    exactly one init.
+#[tokio::test]
+async fn s9_resilience() {
+    use rand::RngExt;
+    let Some((env, client, ns)) = setup("s9").await else { return };
+    let seed: u64 = std::env::var("E2E_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::rng().random());
+    eprintln!("s9_resilience: seed {seed} (rerun with E2E_SEED={seed})");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    cluster::apply(&client, &ns, &Shape::new("res", 3, 2).objects()).await;
+    let chaos = async {
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(500..4000))).await;
+            let kind = if rng.random_bool(0.5) { mk8s_e2e::ManagerKind::Bootstrap } else { mk8s_e2e::ManagerKind::ControlPlane };
+            let graceful = rng.random_bool(0.5);
+            eprintln!("s9_resilience: restart {i}: {kind:?} graceful={graceful}");
+            env.restart(kind, graceful).await;
+            if i == 5 {
+                scale_control_plane(&client, &ns, "res", 5).await;
+            }
+        }
+    };
+    chaos.await;
+    cluster::wait_converged(env, &client, &ns, "res", Expect { control_planes: 5, workers: 2 }, CONVERGE).await;
+    assert_members_are_control_planes(env, &client, &ns, "res").await;
+    assert_quorum_kept(env, &ns, "res");
+    let names: Vec<String> = cluster::machines(&client, &ns, "res").await.iter().filter_map(|m| m.metadata.name.clone()).collect();
+    assert_eq!(names.len(), 7, "no duplicate machines: {names:?}");
+}
