@@ -34,3 +34,10 @@ fmt: ## Format the code
 
 clean: ## Remove build outputs (the shared target dir under ~/.cache)
 	$(CARGO) clean
+
+.PHONY: e2e
+e2e: testenv ## Run the nine end-to-end scenarios on the local management plane
+	$(CARGO) build --locked --workspace --bins
+	bash hack/sweep-testenv.sh
+	$(CARGO) test --locked -p mk8s-e2e --no-fail-fast -- --test-threads=$${E2E_THREADS:-3}
+	bash hack/sweep-testenv.sh

@@ -29,7 +29,6 @@ pub const DEFAULT_JOIN_TOKEN_TTL_SECS: i64 = 315_569_260;
     status = "MicroK8sConfigStatus",
     category = "cluster-api",
     label("cluster.x-k8s.io/provider", "bootstrap-microk8s"),
-    label("cluster.x-k8s.io/v1beta1", "v1beta1"),
     label("cluster.x-k8s.io/v1beta2", "v1beta1"),
     printcolumn(
         name = "Cluster",
@@ -300,7 +299,6 @@ pub struct BootstrapInitialization {
     namespaced,
     category = "cluster-api",
     label("cluster.x-k8s.io/provider", "bootstrap-microk8s"),
-    label("cluster.x-k8s.io/v1beta1", "v1beta1"),
     label("cluster.x-k8s.io/v1beta2", "v1beta1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "MicroK8sConfigTemplate is the template of the MicroK8sConfig that Cluster API creates for each Machine of a MachineDeployment or MachineSet."

@@ -35,7 +35,6 @@ pub const VERSION_PATTERN: &str = r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9]
         label_selector_path = ".status.selector"
     ),
     label("cluster.x-k8s.io/provider", "control-plane-microk8s"),
-    label("cluster.x-k8s.io/v1beta1", "v1beta1"),
     label("cluster.x-k8s.io/v1beta2", "v1beta1"),
     printcolumn(
         name = "Ready",
@@ -422,7 +421,6 @@ pub struct LastRemediation {
     category = "cluster-api",
     namespaced,
     label("cluster.x-k8s.io/provider", "control-plane-microk8s"),
-    label("cluster.x-k8s.io/v1beta1", "v1beta1"),
     label("cluster.x-k8s.io/v1beta2", "v1beta1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "MicroK8sControlPlaneTemplate is the template of a MicroK8sControlPlane for ClusterClass. The topology controller adds spec.version, spec.replicas and spec.machineTemplate.spec.infrastructureRef."

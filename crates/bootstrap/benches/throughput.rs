@@ -23,15 +23,17 @@ fn ar(g: &str, v: &str, k: &str) -> ApiResource {
 
 async fn create(client: &kube::Client, ns: &str, ar: &ApiResource, obj: serde_json::Value) -> DynamicObject {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
-    api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap()
+    api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+        .await
+        .unwrap()
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(100);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run(n));
 }
 
@@ -49,14 +51,23 @@ async fn run(n: usize) {
     let machine = ar("cluster.x-k8s.io", "v1beta2", "Machine");
     let config = ar("bootstrap.cluster.x-k8s.io", "v1beta1", "MicroK8sConfig");
 
-    create(&client, &ns, &cluster, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-        "metadata": {"name": "c"}, "spec": {"controlPlaneEndpoint": {"host": "10.0.0.1", "port": 6443}}}))
+    create(
+        &client,
+        &ns,
+        &cluster,
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+        "metadata": {"name": "c"}, "spec": {"controlPlaneEndpoint": {"host": "10.0.0.1", "port": 6443}}}),
+    )
     .await;
     let capi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &cluster);
-    capi.patch_status("c", &PatchParams::default(), &Patch::Merge(json!({"status": {"initialization":
-        {"infrastructureProvisioned": true, "controlPlaneInitialized": true}}})))
-        .await
-        .unwrap();
+    capi.patch_status(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"initialization":
+        {"infrastructureProvisioned": true, "controlPlaneInitialized": true}}})),
+    )
+    .await
+    .unwrap();
 
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
@@ -89,19 +100,32 @@ async fn run(n: usize) {
         .await;
         if cp {
             let mapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &machine);
-            mapi.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"bootstrap": {"dataSecretName": "provisioned"}}})))
-                .await
-                .unwrap();
+            mapi.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"bootstrap": {"dataSecretName": "provisioned"}}})),
+            )
+            .await
+            .unwrap();
             let mapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &machine);
-            mapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running",
-                "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]}})))
-                .await
-                .unwrap();
+            mapi.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Running",
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]}})),
+            )
+            .await
+            .unwrap();
             continue;
         }
-        create(&client, &ns, &config, json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
+        create(
+            &client,
+            &ns,
+            &config,
+            json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
             "metadata": {"name": name, "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-                "name": name, "uid": m.metadata.uid.unwrap()}]}, "spec": {}}))
+                "name": name, "uid": m.metadata.uid.unwrap()}]}, "spec": {}}),
+        )
         .await;
     }
     let created = start.elapsed();
@@ -118,7 +142,10 @@ async fn run(n: usize) {
         if ready == n {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "only {ready}/{n} ready after 10 minutes");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "only {ready}/{n} ready after 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total = start.elapsed();
@@ -132,7 +159,11 @@ async fn run(n: usize) {
     println!("  objects created in       {:>8.2?}", created);
     println!("  all data Secrets within  {:>8.2?} of the first creation", total);
     println!("  configs per second       {:>8.1}", n as f64 / total.as_secs_f64());
-    println!("  reconciles               {:>8} ({:.2} per config)", reconciles, reconciles / n as f64);
+    println!(
+        "  reconciles               {:>8} ({:.2} per config)",
+        reconciles,
+        reconciles / n as f64
+    );
     stop.cancel();
     let _ = handle.await;
 }

@@ -1,9 +1,10 @@
 //! `infrastructure.cluster.x-k8s.io/v1alpha1`: `SimCluster`, `SimClusterTemplate`,
 //! `SimMachine` and `SimMachineTemplate`.
 //!
-//! The CRDs carry both contract labels (`cluster.x-k8s.io/v1beta2: v1alpha1` and
-//! `cluster.x-k8s.io/v1beta1: v1alpha1`): the status has the v1beta2 fields
-//! (`initialization.provisioned`, metav1 conditions) and the v1beta1 ones (`ready`).
+//! The CRDs carry the v1beta2 contract label (`cluster.x-k8s.io/v1beta2: v1alpha1`) only:
+//! CAPI's lookup of "the contract of API version X" takes whichever label lists X first in
+//! an unordered map, so a second label for the same version makes the contract (and the
+//! field paths CAPI writes) random. The status still has the v1beta1 fields (`ready`) too.
 
 // kube-derive takes several `printcolumn(...)` helper attributes, which clippy mistakes for
 // duplicates.
@@ -72,7 +73,6 @@ pub struct FailureDomain {
     status = "SimClusterStatus",
     category = "cluster-api",
     label("cluster.x-k8s.io/provider", "infrastructure-sim"),
-    label("cluster.x-k8s.io/v1beta1", "v1alpha1"),
     label("cluster.x-k8s.io/v1beta2", "v1alpha1"),
     printcolumn(
         name = "Cluster",
@@ -241,7 +241,6 @@ pub struct NodeSummary {
     namespaced,
     category = "cluster-api",
     label("cluster.x-k8s.io/provider", "infrastructure-sim"),
-    label("cluster.x-k8s.io/v1beta1", "v1alpha1"),
     label("cluster.x-k8s.io/v1beta2", "v1alpha1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "SimClusterTemplate is a template of SimClusters, for ClusterClass."
@@ -284,7 +283,6 @@ pub struct ObjectMetaTemplate {
     status = "SimMachineStatus",
     category = "cluster-api",
     label("cluster.x-k8s.io/provider", "infrastructure-sim"),
-    label("cluster.x-k8s.io/v1beta1", "v1alpha1"),
     label("cluster.x-k8s.io/v1beta2", "v1alpha1"),
     printcolumn(
         name = "Cluster",
@@ -400,7 +398,6 @@ pub struct NodeStatus {
     namespaced,
     category = "cluster-api",
     label("cluster.x-k8s.io/provider", "infrastructure-sim"),
-    label("cluster.x-k8s.io/v1beta1", "v1alpha1"),
     label("cluster.x-k8s.io/v1beta2", "v1alpha1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "SimMachineTemplate is a template of SimMachines."

@@ -9,7 +9,7 @@
 //!
 //! # Objects (`infrastructure.cluster.x-k8s.io/v1alpha1`)
 //!
-//! CRD labels `cluster.x-k8s.io/v1beta2: v1alpha1`, `cluster.x-k8s.io/v1beta1: v1alpha1`,
+//! CRD label `cluster.x-k8s.io/v1beta2: v1alpha1` (v1beta2 contract),
 //! `cluster.x-k8s.io/provider: infrastructure-sim`; manifests in `config/sim/crd/` (generated
 //! by [`crds`], a test keeps them current).
 //!

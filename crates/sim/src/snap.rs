@@ -406,8 +406,16 @@ mod cni_tests {
     fn simulated_calico_manifest_is_valid_yaml_with_the_lines_the_script_rewrites() {
         let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(super::CNI_YAML).unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["command"][1], "-felix-ready");
-        for needle in ["CALICO_IPV4POOL_VXLAN", "calico_backend: \"vxlan\"", "-felix-ready", "-felix-live"] {
+        assert_eq!(
+            docs[1]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["command"][1],
+            "-felix-ready"
+        );
+        for needle in [
+            "CALICO_IPV4POOL_VXLAN",
+            "calico_backend: \"vxlan\"",
+            "-felix-ready",
+            "-felix-live",
+        ] {
             assert!(super::CNI_YAML.contains(needle), "{needle}");
         }
     }

@@ -531,7 +531,13 @@ runcmd:
     let pids = env.sim.process_ids();
     assert!(!pids.is_empty());
     env.sim.shutdown().await;
+    // Exits are asynchronous (SIGKILL, then the kernel reaps): allow a few seconds on a
+    // loaded machine before calling a process a survivor.
     for p in pids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pid_alive(p) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert!(!pid_alive(p), "process {p} survived the simulator's shutdown");
     }
     let _ = std::fs::remove_dir_all(&env.state_dir);

@@ -48,7 +48,12 @@ impl CapiCore {
         let ca = mk8s_pki::generate_ca("capi-webhook-ca", SystemTime::now()).unwrap();
         let parsed = mk8s_pki::Ca::parse(&ca.cert_pem, &ca.key_pem).unwrap();
         let (cert, key) = parsed
-            .sign_server("capi-webhook", &["127.0.0.1", "localhost"], SystemTime::now(), Duration::from_secs(86400 * 30))
+            .sign_server(
+                "capi-webhook",
+                &["127.0.0.1", "localhost"],
+                SystemTime::now(),
+                Duration::from_secs(86400 * 30),
+            )
             .unwrap();
         let cert_dir = dir.join("certs");
         std::fs::create_dir_all(&cert_dir).unwrap();
@@ -102,7 +107,10 @@ impl CapiCore {
                 return;
             }
             if start.elapsed() > timeout {
-                panic!("capi-manager not ready after {timeout:?}; log:\n{}", tail(&self.log, 40));
+                panic!(
+                    "capi-manager not ready after {timeout:?}; log:\n{}",
+                    tail(&self.log, 40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -139,7 +147,10 @@ impl CapiCore {
                     h["clientConfig"] = json!({"url": format!("{base}{path}"), "caBundle": b64(ca_pem)});
                 }
             }
-            assert!(kind.ends_with("WebhookConfiguration"), "unexpected {kind} in webhook manifests");
+            assert!(
+                kind.ends_with("WebhookConfiguration"),
+                "unexpected {kind} in webhook manifests"
+            );
             crate::apply_value(&client, &doc, None).await;
         }
     }
@@ -169,7 +180,9 @@ pub fn http_ok(port: u16, path: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .is_err()
+    {
         return false;
     }
     let mut buf = String::new();

@@ -161,54 +161,87 @@ pub struct Expect {
 /// API server, the `<cluster>-kubeconfig` Secret working, dqlite members = control planes.
 pub async fn wait_converged(env: &Env, client: &kube::Client, ns: &str, name: &str, expect: Expect, timeout: Duration) {
     let clusters = dynamic(client, ns, "cluster.x-k8s.io/v1beta2", "Cluster");
-    eventually(timeout, &format!("cluster {ns}/{name} converged to {expect:?}"), || async {
-        let c = clusters.get(name).await.map_err(|e| e.to_string())?;
-        match condition_status(&c, "Available") {
-            Some((s, _, _)) if s == "True" => {}
-            other => return Err(format!("Cluster Available = {other:?}")),
-        }
-        let ms = machines(client, ns, name).await;
-        let live: Vec<&Machine> = ms.iter().filter(|m| !m.is_deleting()).collect();
-        let cps = live.iter().filter(|m| m.is_control_plane()).count();
-        let workers = live.len() - cps;
-        if (cps, workers) != (expect.control_planes, expect.workers) || live.len() != ms.len() {
-            return Err(format!("machines: {cps} control planes, {workers} workers, {} deleting", ms.len() - live.len()));
-        }
-        for m in &live {
-            let phase = m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-            if m.node_name().is_none() || phase != "Running" {
-                return Err(format!("machine {} phase {phase}, nodeRef {:?}", m.metadata.name.as_deref().unwrap_or_default(), m.node_name()));
+    eventually(
+        timeout,
+        &format!("cluster {ns}/{name} converged to {expect:?}"),
+        || async {
+            let c = clusters.get(name).await.map_err(|e| e.to_string())?;
+            match condition_status(&c, "Available") {
+                Some((s, _, _)) if s == "True" => {}
+                other => return Err(format!("Cluster Available = {other:?}")),
             }
-        }
-        // The workload cluster, through the kubeconfig Secret the control plane wrote.
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let kc = secrets.get(&format!("{name}-kubeconfig")).await.map_err(|e| format!("kubeconfig secret: {e}"))?;
-        let yaml = String::from_utf8(kc.data.unwrap_or_default().get("value").map(|b| b.0.clone()).unwrap_or_default())
+            let ms = machines(client, ns, name).await;
+            let live: Vec<&Machine> = ms.iter().filter(|m| !m.is_deleting()).collect();
+            let cps = live.iter().filter(|m| m.is_control_plane()).count();
+            let workers = live.len() - cps;
+            if (cps, workers) != (expect.control_planes, expect.workers) || live.len() != ms.len() {
+                return Err(format!(
+                    "machines: {cps} control planes, {workers} workers, {} deleting",
+                    ms.len() - live.len()
+                ));
+            }
+            for m in &live {
+                let phase = m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+                if m.node_name().is_none() || phase != "Running" {
+                    return Err(format!(
+                        "machine {} phase {phase}, nodeRef {:?}",
+                        m.metadata.name.as_deref().unwrap_or_default(),
+                        m.node_name()
+                    ));
+                }
+            }
+            // The workload cluster, through the kubeconfig Secret the control plane wrote.
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+            let kc = secrets
+                .get(&format!("{name}-kubeconfig"))
+                .await
+                .map_err(|e| format!("kubeconfig secret: {e}"))?;
+            let yaml = String::from_utf8(
+                kc.data
+                    .unwrap_or_default()
+                    .get("value")
+                    .map(|b| b.0.clone())
+                    .unwrap_or_default(),
+            )
             .map_err(|e| e.to_string())?;
-        let wc = mk8s_testenv::client_from_kubeconfig_yaml(&yaml).await.map_err(|e| format!("kubeconfig: {e}"))?;
-        let nodes: Vec<Node> = Api::<Node>::all(wc).list(&Default::default()).await.map_err(|e| format!("workload nodes: {e}"))?.items;
-        let ready = nodes
-            .iter()
-            .filter(|n| {
-                n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            let wc = mk8s_testenv::client_from_kubeconfig_yaml(&yaml)
+                .await
+                .map_err(|e| format!("kubeconfig: {e}"))?;
+            let nodes: Vec<Node> = Api::<Node>::all(wc)
+                .list(&Default::default())
+                .await
+                .map_err(|e| format!("workload nodes: {e}"))?
+                .items;
+            let ready = nodes
+                .iter()
+                .filter(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
                 })
-            })
-            .count();
-        if ready < live.len() {
-            return Err(format!("{ready} Ready nodes for {} machines", live.len()));
-        }
-        let snap = env.sim.cluster(ns, name).ok_or("no simulated cluster")?;
-        let members = snap.member_addresses();
-        if members.len() != expect.control_planes {
-            return Err(format!("dqlite members {members:?}, expected {}", expect.control_planes));
-        }
-        Ok(())
-    })
+                .count();
+            if ready < live.len() {
+                return Err(format!("{ready} Ready nodes for {} machines", live.len()));
+            }
+            let snap = env.sim.cluster(ns, name).ok_or("no simulated cluster")?;
+            let members = snap.member_addresses();
+            if members.len() != expect.control_planes {
+                return Err(format!(
+                    "dqlite members {members:?}, expected {}",
+                    expect.control_planes
+                ));
+            }
+            Ok(())
+        },
+    )
     .await;
 }
 
 /// The dqlite members as the simulator sees them.
 pub fn members(env: &Env, ns: &str, cluster: &str) -> Vec<String> {
-    env.sim.cluster(ns, cluster).map(|c| c.member_addresses()).unwrap_or_default()
+    env.sim
+        .cluster(ns, cluster)
+        .map(|c| c.member_addresses())
+        .unwrap_or_default()
 }

@@ -66,8 +66,12 @@ pub async fn apply_value(client: &kube::Client, doc: &Value, default_ns: Option<
     let name = doc["metadata"]["name"].as_str().expect("name");
     let namespaced = !matches!(
         kind,
-        "ClusterRole" | "ClusterRoleBinding" | "Namespace" | "CustomResourceDefinition"
-            | "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+        "ClusterRole"
+            | "ClusterRoleBinding"
+            | "Namespace"
+            | "CustomResourceDefinition"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingWebhookConfiguration"
     );
     let api: Api<DynamicObject> = match (namespaced, doc["metadata"]["namespace"].as_str().or(default_ns)) {
         (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
@@ -135,7 +139,9 @@ async fn start() -> Option<&'static Env> {
     cfg.state_dir = dir.join("sim");
     cfg.stub_binary = Some(binary("mk8s-sim"));
     cfg.sleep_scale = 0.02;
-    let sim = mk8s_sim::run_with_client(cfg, plane.client().await).await.expect("simulator starts");
+    let sim = mk8s_sim::run_with_client(cfg, plane.client().await)
+        .await
+        .expect("simulator starts");
 
     let admin = plane.client().await;
     let root = mk8s_testenv::workspace_root();
@@ -150,7 +156,11 @@ async fn start() -> Option<&'static Env> {
     for kind in [ManagerKind::Bootstrap, ManagerKind::ControlPlane] {
         ms.push(Manager::start(plane, kind, &dir).await);
     }
-    eprintln!("e2e: environment ready after {:.1?} (logs in {})", t0.elapsed(), dir.display());
+    eprintln!(
+        "e2e: environment ready after {:.1?} (logs in {})",
+        t0.elapsed(),
+        dir.display()
+    );
     Some(Box::leak(Box::new(Env {
         plane,
         capi,

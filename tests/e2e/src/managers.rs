@@ -83,7 +83,11 @@ impl Manager {
         }
         let health_port = crate::capi::free_port();
         let log = dir.join(format!("{}.log", kind.binary()));
-        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let _ = writeln!(out, "=== starting {} ===", kind.binary());
         let mut cmd = Command::new(crate::binary(kind.binary()));
         cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -93,7 +97,10 @@ impl Manager {
             .arg(format!("--leader-election-namespace={}", kind.namespace()))
             .arg("--leader-election-lease-duration=4")
             .arg("--log-format=json")
-            .env("RUST_LOG", std::env::var("E2E_MANAGER_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_MANAGER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("POD_NAME", format!("{}-{}", kind.binary(), std::process::id()))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

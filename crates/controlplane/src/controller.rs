@@ -1,0 +1,483 @@
+//! Wiring: the stores and watches, the shared [`Context`], and [`run_controller`].
+//!
+//! Triggers: the control planes themselves; Clusters (through `spec.controlPlaneRef`, by group
+//! and kind, never version); Machines (controller reference to a control plane, else their
+//! Cluster's control plane — workers matter for providerIDs and deletion); MicroK8sConfigs
+//! (owner reference); Secrets labelled with a cluster name (metadata only); and each workload
+//! cluster's Nodes and node action pods.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
+use kube::api::Api;
+use kube::core::{ApiResource, PartialObjectMeta};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use mk8s_api::capi::{Cluster, ObjRef};
+use mk8s_api::consts::LABEL_CLUSTER_NAME;
+use mk8s_api::{MicroK8sConfig, MicroK8sControlPlane};
+use mk8s_runtime::{Backoff, Runtime, RuntimeError};
+use tracing::{debug, info, warn};
+
+use crate::config::ControllerConfig;
+use crate::error::Error;
+use crate::events::Events;
+use crate::infra::Kinds;
+use crate::machines::CpMachine;
+use crate::metrics::CpMetrics;
+use crate::names;
+use crate::workload::Workloads;
+
+/// What a reconcile expects to see in the Machine store before it decides again (the store
+/// lags the writes that made it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// A created Machine.
+    Created(String),
+    /// A deleted Machine (gone or deleting).
+    Gone(String),
+    /// A Machine patched with this JSON merge patch (the store shows its values).
+    Patched(String, serde_json::Value),
+}
+
+struct Pending {
+    expects: Vec<Expect>,
+    since: Instant,
+}
+
+/// How long an unmet expectation holds decisions back before it is dropped.
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared state of the reconciles.
+pub struct Context {
+    /// The manager runtime.
+    pub rt: Runtime,
+    /// Settings.
+    pub cfg: ControllerConfig,
+    /// Clusters (`cluster.x-k8s.io/<core version>`).
+    pub clusters: Store<Cluster>,
+    cluster_ar: ApiResource,
+    machine_ar: ApiResource,
+    /// Machines (`cluster.x-k8s.io/<core version>`).
+    pub machines: Store<CpMachine>,
+    /// MicroK8sConfigs.
+    pub configs: Store<MicroK8sConfig>,
+    /// Workload clusters.
+    pub workloads: Workloads,
+    /// Events.
+    pub events: Events,
+    /// Per-object backoff of failed reconciles.
+    pub backoff: Backoff,
+    /// Served versions of infrastructure kinds.
+    pub kinds: Kinds,
+    /// Metrics.
+    pub metrics: CpMetrics,
+    expectations: Mutex<HashMap<String, Pending>>,
+    /// Last orphan sweep per control plane.
+    pub sweeps: Mutex<HashMap<String, Instant>>,
+    /// Infrastructure templates known to carry their Cluster's owner reference.
+    pub owned_templates: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Context {
+    /// A Machine from the store.
+    pub fn machine(&self, namespace: &str, name: &str) -> Option<Arc<CpMachine>> {
+        self.machines
+            .get(&ObjectRef::new_with(name, self.machine_ar.clone()).within(namespace))
+    }
+
+    /// A Cluster from the store.
+    pub fn cluster(&self, namespace: &str, name: &str) -> Option<Arc<Cluster>> {
+        self.clusters
+            .get(&ObjectRef::new_with(name, self.cluster_ar.clone()).within(namespace))
+    }
+
+    /// Records what the next reconcile of `key` must see first.
+    pub fn expect(&self, key: &str, e: Expect) {
+        if let Ok(mut m) = self.expectations.lock() {
+            let p = m.entry(key.to_string()).or_insert_with(|| Pending {
+                expects: vec![],
+                since: Instant::now(),
+            });
+            p.expects.push(e);
+            p.since = Instant::now();
+        }
+    }
+
+    /// `true` while the Machine store has not caught up with this control plane's writes.
+    pub fn waiting_for_store(&self, key: &str, namespace: &str) -> bool {
+        let Ok(mut m) = self.expectations.lock() else {
+            return false;
+        };
+        let Some(p) = m.get_mut(key) else { return false };
+        let get = |name: &str| self.machine(namespace, name);
+        p.expects.retain(|e| match e {
+            Expect::Created(n) => get(n).is_none(),
+            Expect::Gone(n) => get(n).is_some_and(|m| m.metadata.deletion_timestamp.is_none()),
+            Expect::Patched(n, patch) => {
+                get(n).is_some_and(|m| serde_json::to_value(&*m).is_ok_and(|v| !contains(&v, patch)))
+            }
+        });
+        if p.expects.is_empty() {
+            m.remove(key);
+            return false;
+        }
+        if p.since.elapsed() > EXPECTATION_TIMEOUT {
+            warn!(control_plane = key, expectations = ?p.expects, "the Machine store did not show our writes; deciding anyway");
+            m.remove(key);
+            return false;
+        }
+        true
+    }
+
+    /// Forgets a control plane.
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut m) = self.expectations.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = self.sweeps.lock() {
+            m.remove(key);
+        }
+        self.backoff.reset(key);
+    }
+
+    /// The Cluster of a control plane: its owner, else a Cluster whose `controlPlaneRef` names it.
+    pub fn cluster_of(&self, mcp: &MicroK8sControlPlane) -> Option<Arc<Cluster>> {
+        let ns = mcp.metadata.namespace.as_deref().unwrap_or_default();
+        let name = mcp.metadata.name.as_deref().unwrap_or_default();
+        let owner = mcp
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Cluster" && o.api_version.starts_with("cluster.x-k8s.io/"));
+        if let Some(o) = owner
+            && let Some(c) = self.cluster(ns, &o.name)
+        {
+            return Some(c);
+        }
+        self.clusters.find(|c| {
+            c.metadata.namespace.as_deref() == Some(ns)
+                && c.spec
+                    .control_plane_ref
+                    .as_ref()
+                    .is_some_and(|r| refers_to_control_plane(r) && r.name == name)
+        })
+    }
+}
+
+/// Whether `obj` shows every value of the merge patch `patch` (`null`: absent).
+pub fn contains(obj: &serde_json::Value, patch: &serde_json::Value) -> bool {
+    match patch {
+        serde_json::Value::Object(p) => p.iter().all(|(k, v)| {
+            if v.is_null() {
+                obj.get(k).is_none_or(serde_json::Value::is_null)
+            } else {
+                obj.get(k).is_some_and(|o| contains(o, v))
+            }
+        }),
+        _ => obj == patch,
+    }
+}
+
+fn refers_to_control_plane(r: &ObjRef) -> bool {
+    r.is(names::GROUP, names::KIND)
+}
+
+fn mcp_ref(name: &str, ns: &str) -> ObjectRef<MicroK8sControlPlane> {
+    ObjectRef::new(name).within(ns)
+}
+
+/// The control plane of a Cluster.
+fn cluster_to_mcp(c: &Cluster) -> Option<ObjectRef<MicroK8sControlPlane>> {
+    let r = c
+        .spec
+        .control_plane_ref
+        .as_ref()
+        .filter(|r| refers_to_control_plane(r))?;
+    let ns = r
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| c.metadata.namespace.clone())?;
+    Some(mcp_ref(&r.name, &ns))
+}
+
+/// The control plane an object belongs to: its owner reference to one, else its Cluster's.
+fn owner_or_cluster(
+    meta: &kube::core::ObjectMeta,
+    cluster_label: Option<&str>,
+    clusters: &Store<Cluster>,
+    cluster_ar: &ApiResource,
+) -> Option<ObjectRef<MicroK8sControlPlane>> {
+    let ns = meta.namespace.as_deref()?;
+    if let Some(o) = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == names::KIND && o.api_version.starts_with(&format!("{}/", names::GROUP)))
+    {
+        return Some(mcp_ref(&o.name, ns));
+    }
+    let cluster = cluster_label?;
+    clusters
+        .get(&ObjectRef::new_with(cluster, cluster_ar.clone()).within(ns))
+        .and_then(|c| cluster_to_mcp(&c))
+}
+
+fn spawn_reflector<K, F>(
+    name: &'static str,
+    api: Api<K>,
+    cfg: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    map: F,
+    tx: UnboundedSender<ObjectRef<MicroK8sControlPlane>>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    F: Fn(&K) -> Option<ObjectRef<MicroK8sControlPlane>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut s = watcher(api, cfg)
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects()
+            .boxed();
+        while let Some(ev) = s.next().await {
+            match ev {
+                Ok(obj) => {
+                    if let Some(r) = map(&obj) {
+                        let _ = tx.unbounded_send(r);
+                    }
+                }
+                Err(e) => warn!(watch = name, error = %e, "watch failed; retrying"),
+            }
+        }
+    })
+}
+
+async fn wait_ready<K>(store: &Store<K>, what: &str, rt: &Runtime) -> Result<bool, RuntimeError>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    tokio::select! {
+        r = store.wait_until_ready() => r.map(|_| true).map_err(|e| RuntimeError::Controller(format!("{what} store: {e}"))),
+        _ = rt.shutdown.cancelled() => Ok(false),
+    }
+}
+
+/// Runs the control plane controller until `rt.shutdown` is cancelled (graceful: reconciles in
+/// flight finish).
+pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), RuntimeError> {
+    let (tx, rx) = unbounded::<ObjectRef<MicroK8sControlPlane>>();
+    let client = rt.client.clone();
+    let core = rt.core_version;
+
+    let cluster_ar = core.cluster();
+    let cluster_writer = reflector::store::Writer::<Cluster>::new(cluster_ar.clone());
+    let clusters = cluster_writer.as_reader();
+    let machine_ar = core.machine();
+    let machine_writer = reflector::store::Writer::<CpMachine>::new(machine_ar.clone());
+    let machines = machine_writer.as_reader();
+    let config_writer = reflector::store::Writer::<MicroK8sConfig>::default();
+    let configs = config_writer.as_reader();
+
+    let mut tasks = vec![];
+    tasks.push(spawn_reflector(
+        "clusters",
+        rt.api_with::<Cluster>(&cluster_ar),
+        rt.watcher_config(),
+        cluster_writer,
+        cluster_to_mcp,
+        tx.clone(),
+    ));
+    {
+        let clusters = clusters.clone();
+        let cluster_ar = cluster_ar.clone();
+        tasks.push(spawn_reflector(
+            "machines",
+            rt.api_with::<CpMachine>(&machine_ar),
+            watcher::Config::default().any_semantic(),
+            machine_writer,
+            move |m: &CpMachine| {
+                let label = m
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_CLUSTER_NAME))
+                    .cloned();
+                owner_or_cluster(
+                    &m.metadata,
+                    label.as_deref().or(Some(m.spec.base.cluster_name.as_str())),
+                    &clusters,
+                    &cluster_ar,
+                )
+            },
+            tx.clone(),
+        ));
+    }
+    tasks.push(spawn_reflector(
+        "microk8sconfigs",
+        rt.api::<MicroK8sConfig>(),
+        watcher::Config::default().any_semantic(),
+        config_writer,
+        |c: &MicroK8sConfig| {
+            let ns = c.metadata.namespace.as_deref()?;
+            c.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.kind == names::KIND && o.api_version.starts_with(&format!("{}/", names::GROUP)))
+                .map(|o| mcp_ref(&o.name, ns))
+        },
+        tx.clone(),
+    ));
+    {
+        // Secrets: metadata only, label-selected (kubeconfig, CA changes).
+        let clusters = clusters.clone();
+        let cluster_ar = cluster_ar.clone();
+        let api: Api<PartialObjectMeta<Secret>> = rt.api();
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = watcher(
+                api,
+                watcher::Config::default().labels(LABEL_CLUSTER_NAME).any_semantic(),
+            )
+            .default_backoff()
+            .touched_objects()
+            .boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Ok(obj) => {
+                        let obj: PartialObjectMeta<Secret> = obj;
+                        let label = obj
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(LABEL_CLUSTER_NAME))
+                            .cloned();
+                        if let Some(r) = owner_or_cluster(&obj.metadata, label.as_deref(), &clusters, &cluster_ar) {
+                            let _ = tx.unbounded_send(r);
+                        }
+                    }
+                    Err(e) => warn!(watch = "secrets", error = %e, "watch failed; retrying"),
+                }
+            }
+        }));
+    }
+
+    let stop = |tasks: Vec<tokio::task::JoinHandle<()>>| {
+        for t in tasks {
+            t.abort();
+        }
+    };
+    for (ready, what) in [
+        (wait_ready(&clusters, "Cluster", &rt).await, "clusters"),
+        (wait_ready(&machines, "Machine", &rt).await, "machines"),
+        (wait_ready(&configs, "MicroK8sConfig", &rt).await, "configs"),
+    ] {
+        match ready {
+            Ok(true) => debug!(store = what, "synced"),
+            Ok(false) => {
+                stop(tasks);
+                return Ok(());
+            }
+            Err(e) => {
+                stop(tasks);
+                return Err(e);
+            }
+        }
+    }
+    info!(
+        core = core.as_str(),
+        "caches synced; starting the MicroK8sControlPlane controller"
+    );
+
+    let metrics = CpMetrics::register(&rt.metrics);
+    let ctx = Arc::new(Context {
+        events: Events::new(Recorder::new(client.clone(), rt.reporter())),
+        workloads: Workloads::new(tx.clone(), cfg.workload),
+        cfg,
+        clusters,
+        cluster_ar: cluster_ar.clone(),
+        machine_ar: machine_ar.clone(),
+        machines,
+        configs,
+        backoff: Backoff::default(),
+        kinds: Kinds::default(),
+        metrics,
+        expectations: Mutex::new(HashMap::new()),
+        sweeps: Mutex::new(HashMap::new()),
+        owned_templates: Mutex::new(Default::default()),
+        rt: rt.clone(),
+    });
+
+    let shutdown = rt.shutdown.clone();
+    let mcp_api: Api<MicroK8sControlPlane> = rt.api();
+    Controller::new(mcp_api, rt.watcher_config())
+        .with_config(controller::Config::default().concurrency(rt.flags.concurrency))
+        .reconcile_on(rx)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(crate::reconcile::reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    controller::Error::ObjectNotFound(_) => {}
+                    e => debug!(error = %e, "controller event"),
+                }
+            }
+        })
+        .await;
+    ctx.workloads.stop_all();
+    stop(tasks);
+    info!("MicroK8sControlPlane controller stopped");
+    Ok(())
+}
+
+/// Requeue after a failed reconcile: soon after a write conflict, else with per-object
+/// exponential backoff.
+pub fn error_policy(mcp: Arc<MicroK8sControlPlane>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        mcp.meta().namespace.as_deref().unwrap_or_default(),
+        mcp.meta().name.as_deref().unwrap_or_default()
+    );
+    match err {
+        Error::Conflict(_) => {
+            debug!(control_plane = %key, error = %err, "write conflict; retrying soon");
+            Action::requeue(Duration::from_secs(1))
+        }
+        _ => {
+            let wait = ctx.backoff.fail(&key);
+            warn!(control_plane = %key, error = %err, retry_in = ?wait, "reconcile failed");
+            Action::requeue(wait)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_containment() {
+        let obj = json!({"metadata": {"annotations": {"a": "1", "b": "2"}}, "spec": {"version": "v1"}});
+        assert!(contains(
+            &obj,
+            &json!({"metadata": {"annotations": {"a": "1", "c": null}}})
+        ));
+        assert!(!contains(&obj, &json!({"metadata": {"annotations": {"b": null}}})));
+        assert!(!contains(&obj, &json!({"spec": {"version": "v2"}})));
+        assert!(contains(&obj, &json!({"spec": {"version": "v1"}})));
+    }
+}

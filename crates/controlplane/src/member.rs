@@ -1,0 +1,316 @@
+//! Removing a deleted control plane Machine's node from dqlite, from the Machine's
+//! pre-terminate hook: CAPI drains the node, then waits for the hook; this provider asks the
+//! MicroK8s cluster agent of a surviving control plane node to remove the member, checks the
+//! result, and only then drops the hook so that CAPI deletes the machine.
+//!
+//! The state of the removal lives in an annotation on the Machine ([`RemovalState`]).
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use mk8s_api::consts::node_ports;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ControlPlane, MachineView};
+use crate::upgrade::{ActionLimits, PodPhase};
+
+/// State of a member removal, kept in [`crate::names::ANNOTATION_MEMBER_REMOVAL`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovalState {
+    /// The pod of the current attempt.
+    pub pod: String,
+    /// The surviving node it runs on.
+    pub node: String,
+    /// `<ip>:<dqlite port>` of the member being removed.
+    pub endpoint: String,
+    /// `<ip>:<cluster agent port>` of the survivor.
+    pub agent: String,
+    /// When the current attempt started.
+    pub since: Timestamp,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub failures: u32,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where to send the removal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovalPlan {
+    /// `<victim InternalIP>:<victim dqlite port>` (IPv6 bracketed).
+    pub endpoint: String,
+    /// Node name of the survivor (the pod is bound to it).
+    pub survivor_node: String,
+    /// `<survivor InternalIP>:<survivor cluster agent port>` (IPv6 bracketed).
+    pub agent: String,
+}
+
+/// `host:port`, bracketing IPv6 addresses.
+pub fn host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// What to do for a deleting Machine that carries our hook.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HookNext {
+    /// CAPI has not drained it yet, or the removal runs: wait.
+    Wait(Option<Duration>, String),
+    /// No member to remove (it never joined, or it is the last control plane machine): drop
+    /// the hook.
+    Release(String),
+    /// Start (or retry) a removal with a new pod.
+    Start(RemovalPlan),
+    /// The pod named in the state is not there: create it.
+    CreatePod,
+    /// The removal succeeded: delete the pod, drop the hook.
+    Done,
+    /// The attempt failed: delete the pod; retry after a pause.
+    Failed {
+        /// Why.
+        message: String,
+    },
+}
+
+/// The dqlite ports of a machine, from its own MicroK8sConfig (absent: remapped, as the
+/// bootstrap provider renders).
+fn ports(m: &MachineView) -> (u16, u16) {
+    node_ports(m.config.as_ref().is_none_or(|c| c.port_compatibility_remap()))
+}
+
+/// Picks the survivor that will run the removal: a control plane machine that is not being
+/// deleted, whose node is Ready, with an InternalIP; the oldest such.
+pub fn survivor<'a>(cp: &'a ControlPlane, victim: &str) -> Option<(&'a MachineView, String)> {
+    cp.active()
+        .filter(|m| m.name != victim && cp.node_ready(m))
+        .find_map(|m| {
+            let node = cp.node_of(m)?.name.clone();
+            m.internal_ips.first().map(|_| (m, node))
+        })
+}
+
+/// Whether the victim may be a dqlite member: it has an InternalIP and either CAPI matched
+/// its Node or a Node with its address exists.
+fn may_be_member(cp: &ControlPlane, m: &MachineView) -> bool {
+    !m.internal_ips.is_empty() && (m.node_ref.is_some() || cp.node_of(m).is_some())
+}
+
+/// Decides the next move of a deleting Machine's member removal.
+pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: ActionLimits) -> HookNext {
+    if let Some(st) = &m.removal {
+        let age = Duration::from_secs(u64::try_from(cp.now.as_second() - st.since.as_second()).unwrap_or(0));
+        return match pod {
+            PodPhase::Succeeded => HookNext::Done,
+            PodPhase::Failed => HookNext::Failed {
+                message: format!(
+                    "removing dqlite member {} through node {} failed (see the pod's log)",
+                    st.endpoint, st.node
+                ),
+            },
+            PodPhase::Missing if st.message.is_some() => {
+                // A failed attempt: retry with a new pod after a pause growing with failures.
+                let pause = Duration::from_secs(15 * u64::from(st.failures.clamp(1, 12)));
+                if age < pause {
+                    HookNext::Wait(
+                        Some(pause - age),
+                        format!(
+                            "retrying the removal of dqlite member {} after {} failures: {}",
+                            st.endpoint,
+                            st.failures,
+                            st.message.as_deref().unwrap_or_default()
+                        ),
+                    )
+                } else {
+                    plan_removal(cp, m)
+                }
+            }
+            PodPhase::Missing => HookNext::CreatePod,
+            PodPhase::Running if age >= limits.pod_timeout => HookNext::Failed {
+                message: format!(
+                    "removing dqlite member {} through node {} did not finish within {}s",
+                    st.endpoint,
+                    st.node,
+                    limits.pod_timeout.as_secs()
+                ),
+            },
+            PodPhase::Running => HookNext::Wait(
+                Some(limits.pod_timeout.saturating_sub(age)),
+                format!("removing dqlite member {} through node {}", st.endpoint, st.node),
+            ),
+        };
+    }
+    if !m.waiting_for_hook {
+        return HookNext::Wait(None, format!("machine {} is being drained by Cluster API", m.name));
+    }
+    plan_removal(cp, m)
+}
+
+fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
+    if !may_be_member(cp, m) {
+        return HookNext::Release(format!(
+            "machine {} never joined the cluster (no node, or no InternalIP): no dqlite member to remove",
+            m.name
+        ));
+    }
+    let others = cp.machines.iter().any(|o| o.name != m.name && !o.deleting);
+    match survivor(cp, &m.name) {
+        Some((s, node)) => {
+            let (_, victim_dqlite) = ports(m);
+            let (survivor_agent, _) = ports(s);
+            HookNext::Start(RemovalPlan {
+                endpoint: host_port(&m.internal_ips[0], victim_dqlite),
+                survivor_node: node,
+                agent: host_port(&s.internal_ips[0], survivor_agent),
+            })
+        }
+        None if !others => HookNext::Release(format!(
+            "machine {} is the last control plane machine: no dqlite member to remove",
+            m.name
+        )),
+        None => HookNext::Wait(
+            None,
+            format!(
+                "waiting for a Ready control plane node to remove machine {}'s dqlite member from",
+                m.name
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::*;
+    use mk8s_api::bootstrap::{ClusterConfiguration, MicroK8sConfigSpec};
+
+    fn limits() -> ActionLimits {
+        ActionLimits {
+            pod_timeout: Duration::from_secs(100),
+            kubelet_timeout: Duration::from_secs(100),
+            attempts: 3,
+        }
+    }
+
+    fn no_remap() -> MicroK8sConfigSpec {
+        MicroK8sConfigSpec {
+            cluster_configuration: Some(ClusterConfiguration {
+                port_compatibility_remap: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ports_come_from_each_machines_own_config() {
+        let a = healthy("a", 1, "v1.33.0");
+        let mut b = healthy("b", 2, "v1.33.0");
+        b.config = Some(no_remap());
+        let mut victim = healthy("c", 3, "v1.33.0");
+        victim.deleting = true;
+        victim.waiting_for_hook = true;
+        let mut cp = cp(2, "v1.33.0", vec![a, b, victim.clone()]);
+        assert_eq!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Start(RemovalPlan {
+                endpoint: "10.0.0.3:2379".into(),
+                survivor_node: "a".into(),
+                agent: "10.0.0.1:30000".into()
+            })
+        );
+        cp.nodes[0].ready = false;
+        assert_eq!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Start(RemovalPlan {
+                endpoint: "10.0.0.3:2379".into(),
+                survivor_node: "b".into(),
+                agent: "10.0.0.2:25000".into()
+            })
+        );
+        let mut v2 = victim.clone();
+        v2.config = Some(no_remap());
+        v2.internal_ips = vec!["fd00::3".into()];
+        let HookNext::Start(p) = hook_next(&cp, &v2, PodPhase::Missing, limits()) else {
+            panic!()
+        };
+        assert_eq!(p.endpoint, "[fd00::3]:19001");
+    }
+
+    #[test]
+    fn waits_for_drain_then_releases_or_waits_for_a_survivor() {
+        let mut victim = healthy("c", 3, "v1.33.0");
+        victim.deleting = true;
+        let mut cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Wait(None, _)
+        ));
+        victim.waiting_for_hook = true;
+        cp.nodes[0].ready = false;
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Wait(None, _)
+        ));
+        let last = cp.machines.iter().find(|m| m.name == "c").cloned().unwrap();
+        let mut alone = crate::model::fixtures::cp(1, "v1.33.0", vec![last.clone()]);
+        alone.machines[0].waiting_for_hook = true;
+        assert!(matches!(
+            hook_next(&alone, &alone.machines[0].clone(), PodPhase::Missing, limits()),
+            HookNext::Release(_)
+        ));
+        let mut never = MachineView::new("n", 9);
+        never.deleting = true;
+        never.waiting_for_hook = true;
+        assert!(matches!(
+            hook_next(&cp, &never, PodPhase::Missing, limits()),
+            HookNext::Release(_)
+        ));
+    }
+
+    #[test]
+    fn follows_the_pod() {
+        let mut victim = healthy("c", 3, "v1.33.0");
+        victim.deleting = true;
+        victim.waiting_for_hook = true;
+        let cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
+        victim.removal = Some(RemovalState {
+            pod: "p".into(),
+            node: "a".into(),
+            endpoint: "10.0.0.3:2379".into(),
+            agent: "10.0.0.1:30000".into(),
+            since: Timestamp::from_second(100_000 - 10).unwrap(),
+            failures: 0,
+            message: None,
+        });
+        assert_eq!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::CreatePod
+        );
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Running, limits()),
+            HookNext::Wait(Some(_), _)
+        ));
+        assert_eq!(hook_next(&cp, &victim, PodPhase::Succeeded, limits()), HookNext::Done);
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Failed, limits()),
+            HookNext::Failed { .. }
+        ));
+        let st = victim.removal.as_mut().unwrap();
+        st.failures = 1;
+        st.message = Some("boom".into());
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Wait(Some(_), _)
+        ));
+        victim.removal.as_mut().unwrap().since = Timestamp::from_second(1).unwrap();
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Start(_)
+        ));
+    }
+}

@@ -1,0 +1,339 @@
+//! Node action pods: short-lived privileged pods bound to a workload node that call the
+//! MicroK8s cluster agent (dqlite member removal) or snapd (snap refresh) on the host.
+//!
+//! Compared with Canonical's (`reference/cacpm.md` §9.8): a dedicated namespace labelled for
+//! the privileged Pod Security level, a configurable image, the cluster agent token from a
+//! Secret (never in the pod spec), unique names, `curl -f` so HTTP errors fail the pod, the
+//! snapd change polled to its end, tolerations for tainted nodes, and cleanup. Values are
+//! passed as positional arguments, never spliced into the script.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::names;
+
+/// The dqlite removal script: `$1` = `<victim ip>:<dqlite port>`, `$2` = `<survivor ip>:<agent
+/// port>`, token from `$CAPI_AUTH_TOKEN`.
+pub const DQLITE_REMOVE_SCRIPT: &str = r#"set -eu
+curl -fsS -k -X POST -H "capi-auth-token: $CAPI_AUTH_TOKEN" -H "Content-Type: application/json" -d "{\"remove_endpoint\":\"$1\"}" "https://$2/cluster/api/v2.0/dqlite/remove"
+"#;
+
+/// The snap refresh script: `$1` = channel, `$2` = `true` for a classic snap. It starts the
+/// refresh through snapd's REST API, reads the asynchronous change id, and polls the change
+/// until it is `Done` (exit 0) or `Error`/`Undone`/`Hold` or 20 minutes have passed (exit 1).
+pub const SNAP_REFRESH_SCRIPT: &str = r#"set -eu
+channel="$1"
+if [ "$2" = "true" ]; then
+  body="{\"action\":\"refresh\",\"channel\":\"$channel\",\"classic\":true}"
+else
+  body="{\"action\":\"refresh\",\"channel\":\"$channel\"}"
+fi
+resp=$(curl -fsS --unix-socket /run/snapd.socket -X POST -H "Content-Type: application/json" -d "$body" http://localhost/v2/snaps/microk8s)
+change=$(printf '%s' "$resp" | grep -o '"change"[[:space:]]*:[[:space:]]*"[^"]*"' | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/')
+if [ -z "$change" ]; then
+  echo "snapd returned no change id: $resp" >&2
+  exit 1
+fi
+echo "refreshing microk8s to $channel: snapd change $change"
+i=0
+while [ "$i" -lt 600 ]; do
+  st=$(curl -fsS --unix-socket /run/snapd.socket "http://localhost/v2/changes/$change" || true)
+  rest=${st#*\"result\"}
+  status=$(printf '%s' "$rest" | grep -o '"status"[[:space:]]*:[[:space:]]*"[A-Za-z]*"' | head -n 1 | sed 's/.*"\([A-Za-z]*\)"$/\1/')
+  case "$status" in
+    Done) echo "snapd change $change is Done"; exit 0 ;;
+    Error|Undone|Hold) echo "snapd change $change ended with status $status: $st" >&2; exit 1 ;;
+  esac
+  i=$((i + 1))
+  sleep 2
+done
+echo "snapd change $change did not finish within 20 minutes" >&2
+exit 1
+"#;
+
+/// `$0` of the scripts.
+pub const ARG0: &str = "mk8s-action";
+
+fn base_pod(
+    name: &str,
+    node: &str,
+    action: &str,
+    machine: &str,
+    image: &str,
+    script: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut command = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        ARG0.to_string(),
+    ];
+    command.extend(args.iter().map(|s| s.to_string()));
+    let labels: BTreeMap<&str, &str> = [
+        (names::LABEL_MANAGED_BY, names::MANAGED_BY),
+        (names::LABEL_ACTION, action),
+        (names::LABEL_ACTION_MACHINE, machine),
+    ]
+    .into();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": names::ACTION_NAMESPACE, "labels": labels},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "hostNetwork": true,
+            "dnsPolicy": "ClusterFirstWithHostNet",
+            "tolerations": [{"operator": "Exists"}],
+            "terminationGracePeriodSeconds": 5,
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "containers": [{
+                "name": "action",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": command,
+                "securityContext": {"privileged": true, "runAsUser": 0},
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+            }],
+        }
+    })
+}
+
+/// The dqlite member removal pod, bound to the surviving node.
+pub fn dqlite_remove_pod(
+    name: &str,
+    survivor_node: &str,
+    machine: &str,
+    image: &str,
+    endpoint: &str,
+    agent: &str,
+) -> Result<Pod, serde_json::Error> {
+    let mut v = base_pod(
+        name,
+        survivor_node,
+        names::ACTION_DQLITE_REMOVE,
+        machine,
+        image,
+        DQLITE_REMOVE_SCRIPT,
+        &[endpoint, agent],
+    );
+    v["spec"]["containers"][0]["env"] = serde_json::json!([{
+        "name": "CAPI_AUTH_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": names::ACTION_TOKEN_SECRET, "key": names::ACTION_TOKEN_KEY}},
+    }]);
+    serde_json::from_value(v)
+}
+
+/// The snap refresh pod, bound to the node being upgraded, with the snapd socket.
+pub fn snap_refresh_pod(
+    name: &str,
+    node: &str,
+    machine: &str,
+    image: &str,
+    channel: &str,
+    classic: bool,
+) -> Result<Pod, serde_json::Error> {
+    let mut v = base_pod(
+        name,
+        node,
+        names::ACTION_SNAP_REFRESH,
+        machine,
+        image,
+        SNAP_REFRESH_SCRIPT,
+        &[channel, if classic { "true" } else { "false" }],
+    );
+    v["spec"]["containers"][0]["volumeMounts"] =
+        serde_json::json!([{"name": "snapd-socket", "mountPath": "/run/snapd.socket"}]);
+    v["spec"]["volumes"] =
+        serde_json::json!([{"name": "snapd-socket", "hostPath": {"path": "/run/snapd.socket", "type": "Socket"}}]);
+    serde_json::from_value(v)
+}
+
+/// The phase of a pod as the state machines see it.
+pub fn phase(pod: Option<&Pod>) -> crate::upgrade::PodPhase {
+    use crate::upgrade::PodPhase;
+    match pod.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()) {
+        _ if pod.is_none() => PodPhase::Missing,
+        Some("Succeeded") => PodPhase::Succeeded,
+        Some("Failed") => PodPhase::Failed,
+        _ => PodPhase::Running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dqlite_pod_passes_values_as_arguments() {
+        let p = dqlite_remove_pod("p1", "node-a", "m1", "img:1", "10.0.0.3:2379", "10.0.0.1:30000").unwrap();
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.tolerations.unwrap()[0].operator.as_deref(), Some("Exists"));
+        let c = &spec.containers[0];
+        assert_eq!(c.name, "action");
+        assert_eq!(c.image.as_deref(), Some("img:1"));
+        let cmd = c.command.as_ref().unwrap();
+        assert_eq!(cmd[..2], ["/bin/sh".to_string(), "-c".to_string()]);
+        assert_eq!(cmd[3..], ["mk8s-action", "10.0.0.3:2379", "10.0.0.1:30000"]);
+        assert!(!cmd[2].contains("10.0.0"), "no value spliced into the script");
+        assert!(cmd[2].contains("curl -fsS -k -X POST -H \"capi-auth-token: $CAPI_AUTH_TOKEN\""));
+        let env = &c.env.as_ref().unwrap()[0];
+        assert_eq!(env.name, "CAPI_AUTH_TOKEN");
+        assert_eq!(
+            env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name,
+            "capi-auth-token"
+        );
+        assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
+        let labels = p.metadata.labels.unwrap();
+        assert_eq!(labels["microk8s.cluster.x-k8s.io/action"], "dqlite-remove");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "microk8s-capi");
+        assert_eq!(p.metadata.namespace.as_deref(), Some("microk8s-capi-system"));
+    }
+
+    #[test]
+    fn refresh_pod_mounts_the_snapd_socket() {
+        let p = snap_refresh_pod("p2", "node-b", "m2", "img:1", "1.34-strict/candidate", false).unwrap();
+        let spec = p.spec.unwrap();
+        let c = &spec.containers[0];
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, "/run/snapd.socket");
+        assert_eq!(
+            spec.volumes.unwrap()[0].host_path.as_ref().unwrap().path,
+            "/run/snapd.socket"
+        );
+        let cmd = c.command.as_ref().unwrap();
+        assert_eq!(cmd[3..], ["mk8s-action", "1.34-strict/candidate", "false"]);
+        assert_eq!(
+            p.metadata.labels.unwrap()["microk8s.cluster.x-k8s.io/action"],
+            "snap-refresh"
+        );
+    }
+
+    /// Runs a script as the pod would (`/bin/sh -c SCRIPT mk8s-action ARGS…`) with stub
+    /// `curl` and `sleep` that play snapd and the cluster agent and record their arguments.
+    fn run(script: &str, args: &[&str], final_status: &str) -> (bool, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "mk8s-action-{}-{}",
+            std::process::id(),
+            crate::names::random_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let curl = r#"#!/bin/sh
+printf '%s\n' "$@" >> "$STUB_DIR/log"
+echo --- >> "$STUB_DIR/log"
+for a in "$@"; do last="$a"; done
+case "$last" in
+  */v2/snaps/microk8s) echo '{"type":"async","status-code":202,"status":"Accepted","result":null,"change":"42"}' ;;
+  */v2/changes/42)
+    n=$(cat "$STUB_DIR/n" 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > "$STUB_DIR/n"
+    if [ "$n" -lt 3 ]; then st=Doing; else st="$STUB_FINAL"; fi
+    printf '{"type":"sync","status-code":200,"status":"OK","result":{"id":"42","kind":"refresh-snap","summary":"Refresh \\"microk8s\\" snap","status":"%s","tasks":[{"id":"1","status":"Done"}],"ready":false}}\n' "$st" ;;
+  */dqlite/remove) echo '{"result":"ok"}' ;;
+esac
+"#;
+        for (name, body) in [("curl", curl), ("sleep", "#!/bin/sh\nexit 0\n")] {
+            let p = dir.join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+        let status = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .arg(ARG0)
+            .args(args)
+            .env("PATH", path)
+            .env("STUB_DIR", &dir)
+            .env("STUB_FINAL", final_status)
+            .env("CAPI_AUTH_TOKEN", "tok en")
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        (status.status.success(), log)
+    }
+
+    #[test]
+    fn refresh_script_polls_the_change_to_its_end() {
+        let (ok, log) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable", "true"], "Done");
+        assert!(ok, "{log}");
+        assert!(
+            log.contains(r#"{"action":"refresh","channel":"1.34/stable","classic":true}"#),
+            "{log}"
+        );
+        assert!(log.contains("--unix-socket\n/run/snapd.socket"), "{log}");
+        assert_eq!(
+            log.matches("http://localhost/v2/changes/42").count(),
+            3,
+            "polled until Done: {log}"
+        );
+        let (ok, log) = run(SNAP_REFRESH_SCRIPT, &["1.34-strict/edge", "false"], "Done");
+        assert!(ok);
+        assert!(
+            log.contains(r#"{"action":"refresh","channel":"1.34-strict/edge"}"#),
+            "{log}"
+        );
+        for bad in ["Error", "Undone"] {
+            let (ok, _) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable", "true"], bad);
+            assert!(!ok, "{bad} must fail the pod");
+        }
+        // A channel with shell metacharacters stays a value.
+        let (ok, log) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable$(touch /tmp/x)", "true"], "Done");
+        assert!(ok);
+        assert!(log.contains("1.34/stable$(touch /tmp/x)"), "{log}");
+    }
+
+    #[test]
+    fn removal_script_calls_the_agent_with_the_token() {
+        let (ok, log) = run(DQLITE_REMOVE_SCRIPT, &["10.0.0.3:2379", "10.0.0.1:30000"], "Done");
+        assert!(ok, "{log}");
+        let args: Vec<&str> = log.lines().collect();
+        assert_eq!(
+            args,
+            [
+                "-fsS",
+                "-k",
+                "-X",
+                "POST",
+                "-H",
+                "capi-auth-token: tok en",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"remove_endpoint":"10.0.0.3:2379"}"#,
+                "https://10.0.0.1:30000/cluster/api/v2.0/dqlite/remove",
+                "---"
+            ]
+        );
+    }
+
+    #[test]
+    fn scripts_pass_shellcheck() {
+        if std::process::Command::new("shellcheck")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("shellcheck not installed; skipped");
+            return;
+        }
+        for script in [DQLITE_REMOVE_SCRIPT, SNAP_REFRESH_SCRIPT] {
+            let mut child = std::process::Command::new("shellcheck")
+                .args(["-s", "sh", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+}

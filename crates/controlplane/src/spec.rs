@@ -1,0 +1,228 @@
+//! Validation of a `MicroK8sControlPlane` spec into [`Desired`]. Objects can bypass the
+//! schema (stored before it, or written by old clients); every problem becomes a condition,
+//! never a panic.
+
+use std::time::Duration;
+
+use mk8s_api::MicroK8sControlPlaneSpec;
+use mk8s_api::capi::ObjRef;
+use mk8s_api::version::KubeVersion;
+
+use crate::model::{Desired, RemediationSpec, TemplateRef};
+
+/// A problem with the spec: condition reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn problem(reason: &'static str, message: impl Into<String>) -> SpecProblem {
+    SpecProblem {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// The infrastructure template reference: `machineTemplate.spec.infrastructureRef` (v1beta2
+/// layout, ClusterClass) or `machineTemplate.infrastructureTemplate` (Canonical's).
+pub fn template_ref(spec: &MicroK8sControlPlaneSpec) -> Result<TemplateRef, SpecProblem> {
+    let mt = &spec.machine_template;
+    if let Some(r) = mt.spec.as_ref().and_then(|s| s.infrastructure_ref.as_ref()) {
+        if r.api_group.is_empty() || r.kind.is_empty() || r.name.is_empty() {
+            return Err(problem(
+                "InvalidInfrastructureReference",
+                "spec.machineTemplate.spec.infrastructureRef needs apiGroup, kind and name",
+            ));
+        }
+        return Ok(TemplateRef {
+            group: r.api_group.clone(),
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            api_version: None,
+        });
+    }
+    if let Some(r) = &mt.infrastructure_template {
+        let api_version = r.api_version.clone().unwrap_or_default();
+        let kind = r.kind.clone().unwrap_or_default();
+        let name = r.name.clone().unwrap_or_default();
+        let obj = ObjRef {
+            api_version: Some(api_version.clone()),
+            kind: kind.clone(),
+            name: name.clone(),
+            ..Default::default()
+        };
+        let group = obj.group().to_string();
+        if group.is_empty() || kind.is_empty() || name.is_empty() {
+            return Err(problem(
+                "InvalidInfrastructureReference",
+                "spec.machineTemplate.infrastructureTemplate needs apiVersion (group/version), kind and name",
+            ));
+        }
+        return Ok(TemplateRef {
+            group,
+            kind,
+            name,
+            api_version: Some(api_version),
+        });
+    }
+    Err(problem(
+        "InvalidInfrastructureReference",
+        "set spec.machineTemplate.infrastructureTemplate or spec.machineTemplate.spec.infrastructureRef",
+    ))
+}
+
+fn secs(v: Option<i32>, default: u64) -> Duration {
+    v.and_then(|s| u64::try_from(s).ok())
+        .map_or(Duration::from_secs(default), Duration::from_secs)
+}
+
+/// Validates the spec. Problems that make the spec unusable are errors; the rest (a
+/// defaulted `replicas`) are reported by the caller from [`Desired::replicas_defaulted`].
+pub fn validate(spec: &MicroK8sControlPlaneSpec) -> Result<Desired, Vec<SpecProblem>> {
+    let mut problems = vec![];
+    let version = KubeVersion::parse(&spec.version)
+        .map_err(|e| problems.push(problem("InvalidVersion", format!("spec.version: {e}; e.g. v1.33.4"))))
+        .ok();
+    let strategy = spec
+        .upgrade_strategy()
+        .map_err(|e| problems.push(problem("InvalidUpgradeStrategy", e.to_string())))
+        .ok();
+    let template = template_ref(spec).map_err(|p| problems.push(p)).ok();
+    let replicas = match spec.replicas {
+        Some(r) if r < 1 => {
+            problems.push(problem(
+                "InvalidReplicas",
+                format!("spec.replicas is {r}: a control plane needs at least one machine"),
+            ));
+            None
+        }
+        r => Some(r.unwrap_or(1)),
+    };
+    let config = spec.control_plane_config();
+    let init = config.init();
+    if let Err(e) = init.risk_level() {
+        problems.push(problem(
+            "InvalidControlPlaneConfig",
+            format!("spec.controlPlaneConfig.{e}"),
+        ));
+    }
+    if let Err(e) = init.confinement() {
+        problems.push(problem(
+            "InvalidControlPlaneConfig",
+            format!("spec.controlPlaneConfig.{e}"),
+        ));
+    }
+    if let Some(v) = &version
+        && let Err(e) = mk8s_cloudinit::install_channel(&v.to_string(), &init)
+    {
+        problems.push(problem("InvalidControlPlaneConfig", e.to_string()));
+    }
+    match (version, strategy, template, replicas) {
+        (Some(version), Some(strategy), Some(template), Some(replicas)) if problems.is_empty() => {
+            let rem = spec.remediation.clone().unwrap_or_default();
+            Ok(Desired {
+                replicas,
+                replicas_defaulted: spec.replicas.is_none(),
+                version_string: spec.version.clone(),
+                version,
+                strategy,
+                max_surge: spec.max_surge(),
+                config: config.normalized(),
+                template,
+                rollout_after: spec.rollout.as_ref().and_then(|r| r.after.as_ref()).map(|t| t.0),
+                remediation: RemediationSpec {
+                    max_retry: rem.max_retry,
+                    retry_period: secs(rem.retry_period_seconds, 0),
+                    min_healthy_period: secs(rem.min_healthy_period_seconds, 3600),
+                },
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use mk8s_api::bootstrap::{InitConfiguration, MicroK8sConfigSpec};
+    use mk8s_api::controlplane::{ContractVersionedObjectReference, MachineTemplate, MachineTemplateSpec};
+
+    fn spec() -> MicroK8sControlPlaneSpec {
+        MicroK8sControlPlaneSpec {
+            replicas: Some(3),
+            version: "v1.33.1".into(),
+            machine_template: MachineTemplate {
+                infrastructure_template: Some(ObjectReference {
+                    api_version: Some("infrastructure.cluster.x-k8s.io/v1beta1".into()),
+                    kind: Some("AWSMachineTemplate".into()),
+                    name: Some("t".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_both_template_fields() {
+        let d = validate(&spec()).unwrap();
+        assert_eq!(d.template.group, "infrastructure.cluster.x-k8s.io");
+        assert_eq!(
+            d.template.group_kind(),
+            "AWSMachineTemplate.infrastructure.cluster.x-k8s.io"
+        );
+        let mut s = spec();
+        s.machine_template.infrastructure_template = None;
+        s.machine_template.spec = Some(MachineTemplateSpec {
+            infrastructure_ref: Some(ContractVersionedObjectReference {
+                api_group: "infrastructure.cluster.x-k8s.io".into(),
+                kind: "SimMachineTemplate".into(),
+                name: "x".into(),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(validate(&s).unwrap().template.kind, "SimMachineTemplate");
+    }
+
+    #[test]
+    fn bad_inputs_are_problems_not_panics() {
+        let mut s = spec();
+        s.replicas = None;
+        let d = validate(&s).unwrap();
+        assert_eq!(d.replicas, 1);
+        assert!(d.replicas_defaulted);
+
+        let mut s = spec();
+        s.version = "1.33".into();
+        s.upgrade_strategy = Some("Sideways".into());
+        s.machine_template.infrastructure_template = None;
+        s.replicas = Some(0);
+        let p = validate(&s).unwrap_err();
+        let reasons: Vec<_> = p.iter().map(|p| p.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "InvalidVersion",
+                "InvalidUpgradeStrategy",
+                "InvalidInfrastructureReference",
+                "InvalidReplicas"
+            ]
+        );
+
+        let mut s = spec();
+        s.version = "v1.24.0".into();
+        s.control_plane_config = Some(MicroK8sConfigSpec {
+            init_configuration: Some(InitConfiguration {
+                confinement: Some("strict".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(validate(&s).unwrap_err()[0].reason, "InvalidControlPlaneConfig");
+    }
+}

@@ -1,0 +1,566 @@
+//! Out-of-date detection and the in-place upgrade state machine.
+//!
+//! A Machine is out of date when (KCP's approach, no hash):
+//! - its Kubernetes track (major.minor) differs from the spec's;
+//! - its MicroK8sConfig spec differs from `controlPlaneConfig` (both normalised: defaults
+//!   applied, so a spec written with and without defaults compares equal);
+//! - its infrastructure machine was cloned from another template;
+//! - it was created before `spec.rollout.after`, once that time has passed.
+//!
+//! Machines this provider did not create (Canonical's, adopted) are judged on their track and
+//! `rollout.after` only: taking over a running cluster replaces nothing.
+//!
+//! In-place upgrades refresh one node's snap at a time, one minor version at a time, through a
+//! node action pod; the state lives in an annotation on the Machine ([`InPlaceState`]) so it
+//! survives restarts and `clusterctl move`. A step is done when the node's kubelet reports the
+//! target track; the pod's result is secondary (a snap refresh restarts the node's container
+//! runtime, which can take the pod down with it).
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use mk8s_api::version::Track;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ControlPlane, MachineView};
+
+/// Why a Machine is out of date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outdated {
+    /// Its track differs from the spec's.
+    Version {
+        /// The machine's track (`None`: unknown version).
+        from: Option<Track>,
+        /// The spec's track.
+        to: Track,
+    },
+    /// Its MicroK8sConfig differs from `controlPlaneConfig`.
+    Config,
+    /// Its infrastructure machine was cloned from another template.
+    Template {
+        /// The template it was cloned from.
+        from: String,
+    },
+    /// Created before `spec.rollout.after`.
+    RolloutAfter,
+}
+
+impl Outdated {
+    /// A short explanation for conditions.
+    pub fn describe(&self) -> String {
+        match self {
+            Outdated::Version { from: Some(f), to } => format!("Kubernetes {f} instead of {to}"),
+            Outdated::Version { from: None, to } => format!("unknown Kubernetes version instead of {to}"),
+            Outdated::Config => "its MicroK8sConfig differs from spec.controlPlaneConfig".into(),
+            Outdated::Template { from } => format!("cloned from infrastructure template {from}"),
+            Outdated::RolloutAfter => "created before spec.rollout.after".into(),
+        }
+    }
+}
+
+/// Why a Machine is out of date (empty: up to date).
+pub fn outdated(cp: &ControlPlane, m: &MachineView) -> Vec<Outdated> {
+    let mut out = vec![];
+    let to = cp.desired.track();
+    match m.track() {
+        Some(t) if t == to => {}
+        from => out.push(Outdated::Version { from, to }),
+    }
+    if m.ours {
+        if let Some(cfg) = &m.config
+            && cfg.normalized() != cp.desired.config
+        {
+            out.push(Outdated::Config);
+        }
+        if let Some(cf) = &m.cloned_from
+            && (cf.name != cp.desired.template.name || cf.group_kind != cp.desired.template.group_kind())
+        {
+            out.push(Outdated::Template { from: cf.name.clone() });
+        }
+    }
+    if let Some(after) = cp.desired.rollout_after
+        && cp.now >= after
+        && m.created < after
+    {
+        out.push(Outdated::RolloutAfter);
+    }
+    out
+}
+
+/// Whether a Machine is up to date.
+pub fn up_to_date(cp: &ControlPlane, m: &MachineView) -> bool {
+    outdated(cp, m).is_empty()
+}
+
+/// Whether only the version is out of date (what an in-place upgrade can fix).
+pub fn only_version(reasons: &[Outdated]) -> bool {
+    !reasons.is_empty() && reasons.iter().all(|r| matches!(r, Outdated::Version { .. }))
+}
+
+/// What is wrong with a version change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionProblem {
+    /// A machine runs a newer track than the spec.
+    Downgrade {
+        /// The newest track running.
+        running: Track,
+        /// The spec's track.
+        spec: Track,
+    },
+    /// The spec is more than one minor ahead of the oldest machine (rolling upgrades only).
+    Skip {
+        /// The oldest track running.
+        running: Track,
+        /// The spec's track.
+        spec: Track,
+    },
+}
+
+impl VersionProblem {
+    /// Condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VersionProblem::Downgrade { .. } => "DowngradeNotSupported",
+            VersionProblem::Skip { .. } => "MinorVersionSkipNotSupported",
+        }
+    }
+
+    /// Condition message: what is wrong and what to do.
+    pub fn message(&self) -> String {
+        match self {
+            VersionProblem::Downgrade { running, spec } => format!(
+                "spec.version asks for Kubernetes {spec} but control plane machines run {running}: MicroK8s cannot be downgraded (dqlite's data may not be readable by an older release); set spec.version back to {running}.x or newer"
+            ),
+            VersionProblem::Skip { running, spec } => format!(
+                "spec.version skips minor versions ({running} to {spec}): a rolling upgrade adds a node of {spec} to a cluster of {running}, more skew than Kubernetes supports; upgrade one minor version at a time (next: {}.{}), or use upgradeStrategy InPlaceUpgrade, which steps through each minor version",
+                running.major,
+                running.minor + 1
+            ),
+        }
+    }
+}
+
+/// Checks the spec's version against the running machines: downgrades are refused for every
+/// strategy; skipping minor versions only for rolling upgrades (in-place upgrades step).
+pub fn version_problem(cp: &ControlPlane, rolling: bool) -> Option<VersionProblem> {
+    let spec = cp.desired.track();
+    let tracks: Vec<Track> = cp.active().filter_map(MachineView::track).collect();
+    let newest = tracks.iter().max().copied()?;
+    if newest > spec {
+        return Some(VersionProblem::Downgrade { running: newest, spec });
+    }
+    let oldest = tracks.iter().min().copied()?;
+    if rolling && oldest < spec && (oldest.major != spec.major || spec.minor > oldest.minor + 1) {
+        return Some(VersionProblem::Skip { running: oldest, spec });
+    }
+    None
+}
+
+/// The track the next in-place step goes to: one minor above the oldest machine, at most the
+/// spec's track.
+pub fn next_step(cp: &ControlPlane) -> Option<Track> {
+    let spec = cp.desired.track();
+    let oldest = cp.active().filter_map(MachineView::track).min()?;
+    if oldest >= spec {
+        return None;
+    }
+    if oldest.major == spec.major {
+        Some(Track {
+            major: oldest.major,
+            minor: (oldest.minor + 1).min(spec.minor),
+        })
+    } else {
+        Some(spec)
+    }
+}
+
+/// The machine to refresh next: the oldest machine below the step's track whose only
+/// difference is the version.
+pub fn next_in_place_machine(cp: &ControlPlane, step: Track) -> Option<&MachineView> {
+    cp.active()
+        .filter(|m| m.track().is_some_and(|t| t < step))
+        .find(|m| only_version(&outdated(cp, m)))
+}
+
+/// Phase of an in-place upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InPlacePhase {
+    /// The snap refresh pod runs.
+    Refreshing,
+    /// The refresh pod finished; waiting for the kubelet to report the new version.
+    WaitingForKubelet,
+    /// Failed too often; waits for the user (remove the annotation to retry).
+    Failed,
+}
+
+/// State of a Machine's in-place upgrade, kept in [`crate::names::ANNOTATION_IN_PLACE`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InPlaceState {
+    /// Target track, e.g. `1.33`.
+    pub track: String,
+    /// Snap channel, e.g. `1.33/stable`.
+    pub channel: String,
+    /// Refresh with `classic: true`.
+    pub classic: bool,
+    /// Phase.
+    pub phase: InPlacePhase,
+    /// The refresh pod of the current attempt.
+    pub pod: String,
+    /// Node the pod runs on.
+    pub node: String,
+    /// When the current phase started (RFC 3339).
+    pub since: Timestamp,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub failures: u32,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl InPlaceState {
+    /// The target track.
+    pub fn target(&self) -> Option<Track> {
+        let (ma, mi) = self.track.split_once('.')?;
+        Some(Track {
+            major: ma.parse().ok()?,
+            minor: mi.parse().ok()?,
+        })
+    }
+}
+
+/// Phase of a node action pod, as observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Not (yet) seen.
+    Missing,
+    /// Pending or Running.
+    Running,
+    /// Succeeded.
+    Succeeded,
+    /// Failed.
+    Failed,
+}
+
+/// What to do next for an in-place upgrade in progress.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InPlaceNext {
+    /// Nothing to do now; look again after this long (or on a watch event).
+    Wait(Option<Duration>, String),
+    /// (Re)create the refresh pod named in the state.
+    CreatePod,
+    /// The refresh pod succeeded: delete it, move to `WaitingForKubelet`.
+    PodDone,
+    /// The node runs the target: set the Machine's version, clear the state, delete the pod.
+    Done {
+        /// The Machine's new `spec.version`.
+        version: String,
+    },
+    /// This attempt failed: delete the pod, and retry with a new pod (or give up).
+    Failed {
+        /// Why.
+        message: String,
+        /// Give up (too many failures).
+        give_up: bool,
+    },
+}
+
+/// Limits of node actions.
+#[derive(Clone, Copy, Debug)]
+pub struct ActionLimits {
+    /// A pod running longer has failed.
+    pub pod_timeout: Duration,
+    /// A node not reporting the new kubelet version this long after the pod has failed.
+    pub kubelet_timeout: Duration,
+    /// Attempts before giving up.
+    pub attempts: u32,
+}
+
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    let secs = now.as_second().saturating_sub(since.as_second());
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// Decides the next move of a Machine's in-place upgrade.
+///
+/// `running` is the track the node's kubelet reports; `final_version` the Machine version to
+/// set when the target is the spec's track (else the kubelet's own version is used).
+pub fn in_place_next(
+    st: &InPlaceState,
+    running: Option<Track>,
+    kubelet_version: Option<&str>,
+    pod: PodPhase,
+    spec: (Track, &str),
+    now: Timestamp,
+    limits: ActionLimits,
+) -> InPlaceNext {
+    let Some(target) = st.target() else {
+        return InPlaceNext::Failed {
+            message: format!("unreadable target track {:?}", st.track),
+            give_up: true,
+        };
+    };
+    if running.is_some_and(|r| r >= target) {
+        let version = if target == spec.0 {
+            spec.1.to_string()
+        } else {
+            kubelet_version
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("v{}.{}.0", target.major, target.minor))
+        };
+        return InPlaceNext::Done { version };
+    }
+    let fail = |message: String| InPlaceNext::Failed {
+        give_up: st.failures + 1 >= limits.attempts,
+        message,
+    };
+    let age = elapsed(st.since, now);
+    match st.phase {
+        InPlacePhase::Failed => InPlaceNext::Wait(
+            None,
+            format!(
+                "in-place upgrade failed {} times: {}",
+                st.failures,
+                st.message.as_deref().unwrap_or("unknown error")
+            ),
+        ),
+        InPlacePhase::Refreshing => match pod {
+            PodPhase::Missing => InPlaceNext::CreatePod,
+            PodPhase::Succeeded => InPlaceNext::PodDone,
+            PodPhase::Failed => fail(format!(
+                "the snap refresh to {} on node {} failed (see the pod's log)",
+                st.channel, st.node
+            )),
+            PodPhase::Running if age >= limits.pod_timeout => fail(format!(
+                "the snap refresh to {} on node {} did not finish within {}s",
+                st.channel,
+                st.node,
+                limits.pod_timeout.as_secs()
+            )),
+            PodPhase::Running => InPlaceNext::Wait(
+                Some(limits.pod_timeout.saturating_sub(age)),
+                format!("refreshing the snap of node {} to {}", st.node, st.channel),
+            ),
+        },
+        InPlacePhase::WaitingForKubelet if age >= limits.kubelet_timeout => fail(format!(
+            "node {} did not report Kubernetes {} within {}s of the snap refresh",
+            st.node,
+            st.track,
+            limits.kubelet_timeout.as_secs()
+        )),
+        InPlacePhase::WaitingForKubelet => InPlaceNext::Wait(
+            Some(limits.kubelet_timeout.saturating_sub(age)),
+            format!("waiting for node {} to report Kubernetes {}", st.node, st.track),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ClonedFrom;
+    use crate::model::fixtures::*;
+    use mk8s_api::bootstrap::{InitConfiguration, MicroK8sConfigSpec};
+
+    fn t(s: &str) -> Track {
+        let (a, b) = s.split_once('.').unwrap();
+        Track {
+            major: a.parse().unwrap(),
+            minor: b.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn out_of_date_reasons() {
+        let a = healthy("a", 1, "v1.33.2");
+        let cp0 = cp(1, "v1.33.9", vec![a.clone()]);
+        let cp = cp0.clone();
+        assert!(outdated(&cp, &a).is_empty(), "patch versions do not matter");
+
+        let cp2 = crate::model::fixtures::cp(1, "v1.34.0", vec![a.clone()]);
+        assert_eq!(
+            outdated(&cp2, &a),
+            vec![Outdated::Version {
+                from: Some(t("1.33")),
+                to: t("1.34")
+            }]
+        );
+
+        let mut c = a.clone();
+        c.config = Some(MicroK8sConfigSpec {
+            init_configuration: Some(InitConfiguration {
+                addons: Some(vec!["ingress".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(outdated(&cp, &c), vec![Outdated::Config]);
+
+        let mut d = a.clone();
+        d.config = Some(MicroK8sConfigSpec::default()); // defaults not applied: still equal
+        assert!(outdated(&cp, &d).is_empty());
+
+        let mut e = a.clone();
+        e.cloned_from = Some(ClonedFrom {
+            name: "old".into(),
+            group_kind: "SimMachineTemplate.infrastructure.cluster.x-k8s.io".into(),
+        });
+        assert_eq!(outdated(&cp, &e), vec![Outdated::Template { from: "old".into() }]);
+
+        let mut cp3 = cp.clone();
+        cp3.desired.rollout_after = Some(Timestamp::from_second(50).unwrap());
+        assert_eq!(outdated(&cp3, &a), vec![Outdated::RolloutAfter]);
+        cp3.desired.rollout_after = Some(Timestamp::from_second(200_000).unwrap());
+        assert!(outdated(&cp3, &a).is_empty(), "not yet");
+    }
+
+    #[test]
+    fn canonical_machines_are_judged_on_their_track() {
+        let mut a = healthy("a", 1, "v1.33.0");
+        a.ours = false;
+        a.config = Some(MicroK8sConfigSpec {
+            init_configuration: Some(InitConfiguration {
+                addons: Some(vec!["dns".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        a.cloned_from = Some(ClonedFrom {
+            name: "somewhere-else".into(),
+            group_kind: "X.y".into(),
+        });
+        let cp = cp(1, "v1.33.4", vec![a.clone()]);
+        assert!(up_to_date(&cp, &a));
+        let cp = crate::model::fixtures::cp(1, "v1.34.0", vec![a.clone()]);
+        assert!(only_version(&outdated(&cp, &a)));
+    }
+
+    #[test]
+    fn downgrades_and_skips() {
+        let cp1 = cp(3, "v1.32.0", vec![healthy("a", 1, "v1.33.0")]);
+        assert!(matches!(
+            version_problem(&cp1, false),
+            Some(VersionProblem::Downgrade { .. })
+        ));
+        let cp2 = cp(3, "v1.35.0", vec![healthy("a", 1, "v1.33.0")]);
+        assert!(matches!(version_problem(&cp2, true), Some(VersionProblem::Skip { .. })));
+        assert_eq!(version_problem(&cp2, false), None, "in place steps through");
+        let cp3 = cp(3, "v1.34.0", vec![healthy("a", 1, "v1.33.0")]);
+        assert_eq!(version_problem(&cp3, true), None);
+        assert!(
+            VersionProblem::Skip {
+                running: t("1.33"),
+                spec: t("1.35")
+            }
+            .message()
+            .contains("next: 1.34")
+        );
+    }
+
+    #[test]
+    fn in_place_steps_one_minor_at_a_time_oldest_first() {
+        let cp = cp(
+            2,
+            "v1.35.1",
+            vec![healthy("a", 1, "v1.33.0"), healthy("b", 2, "v1.34.2")],
+        );
+        assert_eq!(next_step(&cp), Some(t("1.34")));
+        assert_eq!(
+            next_in_place_machine(&cp, t("1.34")).map(|m| m.name.as_str()),
+            Some("a")
+        );
+        let cp = crate::model::fixtures::cp(
+            2,
+            "v1.35.1",
+            vec![healthy("a", 1, "v1.34.0"), healthy("b", 2, "v1.34.2")],
+        );
+        assert_eq!(next_step(&cp), Some(t("1.35")));
+        assert_eq!(
+            next_in_place_machine(&cp, t("1.35")).map(|m| m.name.as_str()),
+            Some("a")
+        );
+        let cp = crate::model::fixtures::cp(1, "v1.35.1", vec![healthy("a", 1, "v1.35.0")]);
+        assert_eq!(next_step(&cp), None);
+    }
+
+    fn state(phase: InPlacePhase, since: i64, failures: u32) -> InPlaceState {
+        InPlaceState {
+            track: "1.34".into(),
+            channel: "1.34/stable".into(),
+            classic: true,
+            phase,
+            pod: "p".into(),
+            node: "n".into(),
+            since: Timestamp::from_second(since).unwrap(),
+            failures,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn in_place_state_machine() {
+        let limits = ActionLimits {
+            pod_timeout: Duration::from_secs(100),
+            kubelet_timeout: Duration::from_secs(50),
+            attempts: 3,
+        };
+        let now = Timestamp::from_second(1000).unwrap();
+        let spec = (t("1.35"), "v1.35.1");
+        let next = |st: &InPlaceState, running: &str, pod| {
+            in_place_next(st, Some(t(running)), Some("v1.34.7"), pod, spec, now, limits)
+        };
+        let s = state(InPlacePhase::Refreshing, 990, 0);
+        assert_eq!(next(&s, "1.33", PodPhase::Missing), InPlaceNext::CreatePod);
+        assert!(matches!(
+            next(&s, "1.33", PodPhase::Running),
+            InPlaceNext::Wait(Some(_), _)
+        ));
+        assert_eq!(next(&s, "1.33", PodPhase::Succeeded), InPlaceNext::PodDone);
+        assert_eq!(
+            next(&s, "1.34", PodPhase::Failed),
+            InPlaceNext::Done {
+                version: "v1.34.7".into()
+            },
+            "the node's version decides, not the pod"
+        );
+        assert!(matches!(
+            next(&s, "1.33", PodPhase::Failed),
+            InPlaceNext::Failed { give_up: false, .. }
+        ));
+        let old = state(InPlacePhase::Refreshing, 800, 2);
+        assert!(matches!(
+            next(&old, "1.33", PodPhase::Running),
+            InPlaceNext::Failed { give_up: true, .. }
+        ));
+        let w = state(InPlacePhase::WaitingForKubelet, 990, 0);
+        assert!(matches!(
+            next(&w, "1.33", PodPhase::Missing),
+            InPlaceNext::Wait(Some(_), _)
+        ));
+        let w = state(InPlacePhase::WaitingForKubelet, 900, 0);
+        assert!(matches!(
+            next(&w, "1.33", PodPhase::Missing),
+            InPlaceNext::Failed { .. }
+        ));
+        let mut f = state(InPlacePhase::Refreshing, 900, 0);
+        f.track = "1.35".into();
+        assert_eq!(
+            in_place_next(
+                &f,
+                Some(t("1.35")),
+                Some("v1.35.0"),
+                PodPhase::Missing,
+                spec,
+                now,
+                limits
+            ),
+            InPlaceNext::Done {
+                version: "v1.35.1".into()
+            },
+            "the final step sets the spec's version"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<InPlaceState>(&json).unwrap(), s);
+    }
+}

@@ -1,0 +1,486 @@
+//! Workload clusters: one cached client per cluster (with request timeouts), a watch of its
+//! Nodes and of this provider's node action pods, and the triggers that wake the control
+//! plane when something relevant changes — a Node appearing reconciles its control plane at
+//! once, without polling. An unreachable workload cluster shows in [`WatchState`] and
+//! becomes a condition; no reconcile ever waits on it beyond a request timeout.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use mk8s_api::MicroK8sControlPlane;
+use mk8s_runtime::client::{WorkloadTimeouts, workload_client};
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result, is_already_exists, is_not_found};
+use crate::model::{NodeView, Reachability};
+use crate::names;
+
+/// Watch progress and errors of one workload cluster.
+#[derive(Clone, Debug, Default)]
+pub struct WatchState {
+    /// The first list of Nodes completed.
+    pub nodes_synced: bool,
+    /// The first list of pods completed.
+    pub pods_synced: bool,
+    /// The last watch error, cleared by the next successful event.
+    pub error: Option<String>,
+}
+
+impl WatchState {
+    /// Reachability as conditions and gates see it.
+    pub fn reachability(&self) -> Reachability {
+        match (&self.error, self.nodes_synced) {
+            (Some(e), _) => Reachability::Unreachable(e.clone()),
+            (None, false) => Reachability::Connecting,
+            (None, true) => Reachability::Reachable,
+        }
+    }
+}
+
+/// A workload cluster's client and caches.
+#[derive(Clone)]
+pub struct Workload {
+    /// `<namespace>/<cluster>`.
+    pub key: String,
+    /// Client with request timeouts.
+    pub client: Client,
+    /// Nodes (pruned of images and managed fields).
+    pub nodes: Store<Node>,
+    /// Node action pods in [`names::ACTION_NAMESPACE`].
+    pub pods: Store<Pod>,
+    state: Arc<Mutex<WatchState>>,
+}
+
+impl Workload {
+    /// Watch state now.
+    pub fn state(&self) -> WatchState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Nodes, reduced.
+    pub fn node_views(&self) -> Vec<NodeView> {
+        self.nodes.state().iter().map(|n| node_view(n)).collect()
+    }
+
+    /// A node action pod by name.
+    pub fn pod(&self, name: &str) -> Option<Arc<Pod>> {
+        self.pods.get(&ObjectRef::new(name).within(names::ACTION_NAMESPACE))
+    }
+
+    /// `GET /readyz` of the workload API server (bounded by the client's timeouts).
+    pub async fn api_ready(&self) -> bool {
+        let req = match http::Request::get("/readyz").body(Vec::new()) {
+            Ok(r) => r,
+            Err(_) => return false,
+        };
+        match self.client.request_text(req).await {
+            Ok(body) => body.trim() == "ok",
+            Err(e) => {
+                debug!(cluster = %self.key, error = %e, "workload /readyz failed");
+                false
+            }
+        }
+    }
+
+    fn err(&self, e: kube::Error) -> Error {
+        Error::workload(&self.key, e)
+    }
+
+    /// Sets `spec.providerID` on a Node.
+    pub async fn set_provider_id(&self, node: &str, provider_id: &str) -> Result<()> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        api.patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"providerID": provider_id}})),
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Ensures the action namespace (privileged Pod Security level: the pods need the host
+    /// network, the snapd socket and privileges) and the cluster agent token Secret.
+    pub async fn ensure_action_prerequisites(&self, token: Option<&str>) -> Result<()> {
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        let labels = serde_json::json!({
+            "pod-security.kubernetes.io/enforce": "privileged",
+            names::LABEL_MANAGED_BY: names::MANAGED_BY,
+        });
+        match nss.get_opt(names::ACTION_NAMESPACE).await.map_err(|e| self.err(e))? {
+            None => {
+                let ns: Namespace = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": names::ACTION_NAMESPACE, "labels": labels}
+                }))?;
+                match nss.create(&post_params(), &ns).await {
+                    Ok(_) => info!(cluster = %self.key, "created namespace {}", names::ACTION_NAMESPACE),
+                    Err(e) if is_already_exists(&e) => {}
+                    Err(e) => return Err(self.err(e)),
+                }
+            }
+            Some(ns)
+                if ns
+                    .labels()
+                    .get("pod-security.kubernetes.io/enforce")
+                    .map(String::as_str)
+                    != Some("privileged") =>
+            {
+                nss.patch(
+                    names::ACTION_NAMESPACE,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"labels": labels}})),
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            }
+            Some(_) => {}
+        }
+        let Some(token) = token else { return Ok(()) };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), names::ACTION_NAMESPACE);
+        let current = secrets
+            .get_opt(names::ACTION_TOKEN_SECRET)
+            .await
+            .map_err(|e| self.err(e))?;
+        let same = current
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(names::ACTION_TOKEN_KEY))
+            .is_some_and(|v| v.0 == token.as_bytes());
+        if same {
+            return Ok(());
+        }
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(names::ACTION_TOKEN_SECRET.into()),
+                namespace: Some(names::ACTION_NAMESPACE.into()),
+                labels: Some([(names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string())].into()),
+                ..Default::default()
+            },
+            string_data: Some([(names::ACTION_TOKEN_KEY.to_string(), token.to_string())].into()),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        if current.is_some() {
+            secrets
+                .replace(names::ACTION_TOKEN_SECRET, &post_params(), &secret)
+                .await
+                .map_err(|e| self.err(e))?;
+        } else {
+            match secrets.create(&post_params(), &secret).await {
+                Ok(_) => {}
+                Err(e) if is_already_exists(&e) => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a node action pod; an existing pod of that name counts as created.
+    pub async fn create_pod(&self, pod: &Pod) -> Result<()> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), names::ACTION_NAMESPACE);
+        match api.create(&post_params(), pod).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_already_exists(&e) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Deletes a node action pod (absent is fine).
+    pub async fn delete_pod(&self, name: &str) -> Result<()> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), names::ACTION_NAMESPACE);
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(names::FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Reduces a Node to what decisions use.
+pub fn node_view(n: &Node) -> NodeView {
+    let labels = n.labels();
+    let status = n.status.as_ref();
+    NodeView {
+        name: n.name_any(),
+        internal_ips: status
+            .and_then(|s| s.addresses.as_ref())
+            .map(|a| {
+                a.iter()
+                    .filter(|a| a.type_ == "InternalIP" && !a.address.is_empty())
+                    .map(|a| a.address.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        provider_id: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.clone())
+            .filter(|p| !p.is_empty()),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        kubelet_version: status
+            .and_then(|s| s.node_info.as_ref())
+            .map(|i| i.kubelet_version.clone())
+            .filter(|v| !v.is_empty()),
+        accepts_joins: labels
+            .get(mk8s_api::consts::NODE_LABEL_JOINS_ACCEPTED)
+            .map(String::as_str)
+            == Some("true"),
+        microk8s_control_plane: labels.contains_key(mk8s_api::consts::NODE_LABEL_MICROK8S_CONTROL_PLANE),
+    }
+}
+
+fn fingerprint<T: Hash>(t: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    t.hash(&mut h);
+    h.finish()
+}
+
+fn node_fingerprint(n: &Node) -> u64 {
+    let v = node_view(n);
+    fingerprint(&(
+        v.internal_ips,
+        v.provider_id,
+        v.ready,
+        v.kubelet_version,
+        v.accepts_joins,
+        v.microk8s_control_plane,
+    ))
+}
+
+fn pod_fingerprint(p: &Pod) -> u64 {
+    fingerprint(&(
+        p.status.as_ref().and_then(|s| s.phase.clone()),
+        p.metadata.deletion_timestamp.is_some(),
+    ))
+}
+
+struct Entry {
+    fingerprint: u64,
+    workload: Workload,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The workload clusters this manager watches, by `<namespace>/<cluster>`.
+pub struct Workloads {
+    entries: Mutex<HashMap<String, Entry>>,
+    triggers: UnboundedSender<ObjectRef<MicroK8sControlPlane>>,
+    timeouts: WorkloadTimeouts,
+}
+
+impl Workloads {
+    /// An empty set; watch events of every cluster are sent to `triggers`.
+    pub fn new(triggers: UnboundedSender<ObjectRef<MicroK8sControlPlane>>, timeouts: WorkloadTimeouts) -> Self {
+        Workloads {
+            entries: Mutex::new(HashMap::new()),
+            triggers,
+            timeouts,
+        }
+    }
+
+    /// The workload of a cluster, started (or restarted when its kubeconfig changed).
+    pub async fn ensure(&self, key: &str, mcp: ObjectRef<MicroK8sControlPlane>, kubeconfig: &str) -> Result<Workload> {
+        let fp = fingerprint(&kubeconfig);
+        if let Ok(entries) = self.entries.lock()
+            && let Some(e) = entries.get(key)
+            && e.fingerprint == fp
+            && !e.task.is_finished()
+        {
+            return Ok(e.workload.clone());
+        }
+        let client = workload_client(kubeconfig, self.timeouts).await?;
+        let (nodes, node_writer) = reflector::store::<Node>();
+        let (pods, pod_writer) = reflector::store::<Pod>();
+        let workload = Workload {
+            key: key.to_string(),
+            client: client.clone(),
+            nodes,
+            pods,
+            state: Arc::new(Mutex::new(WatchState::default())),
+        };
+        // The server ends each watch before the client's read timeout, so an idle watch is
+        // renewed rather than failed.
+        let watch_secs = u32::try_from(self.timeouts.read.as_secs().saturating_sub(5).max(5)).unwrap_or(25);
+        let task = tokio::spawn(watch(
+            workload.clone(),
+            node_writer,
+            pod_writer,
+            watch_secs,
+            mcp,
+            self.triggers.clone(),
+        ));
+        info!(cluster = %key, "watching the workload cluster");
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(old) = entries.insert(
+                key.to_string(),
+                Entry {
+                    fingerprint: fp,
+                    workload: workload.clone(),
+                    task,
+                },
+            )
+        {
+            old.task.abort();
+        }
+        Ok(workload)
+    }
+
+    /// The workload of a cluster, if watched.
+    pub fn get(&self, key: &str) -> Option<Workload> {
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|e| e.get(key).map(|e| e.workload.clone()))
+    }
+
+    /// Stops watching a cluster.
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(e) = entries.remove(key)
+        {
+            e.task.abort();
+            info!(cluster = %key, "stopped watching the workload cluster");
+        }
+    }
+
+    /// Stops every watch.
+    pub fn stop_all(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            for (_, e) in entries.drain() {
+                e.task.abort();
+            }
+        }
+    }
+}
+
+/// Applies `f` to the state; returns its verdict (whether the change matters).
+fn update(state: &Mutex<WatchState>, f: impl FnOnce(&mut WatchState) -> bool) -> bool {
+    state.lock().map(|mut s| f(&mut s)).unwrap_or(false)
+}
+
+enum Ev {
+    Node(Box<Result<watcher::Event<Node>, watcher::Error>>),
+    Pod(Box<Result<watcher::Event<Pod>, watcher::Error>>),
+}
+
+#[allow(clippy::large_enum_variant)]
+enum EvU {
+    Node(Result<watcher::Event<Node>, watcher::Error>),
+    Pod(Result<watcher::Event<Pod>, watcher::Error>),
+}
+
+async fn watch(
+    w: Workload,
+    mut node_writer: reflector::store::Writer<Node>,
+    mut pod_writer: reflector::store::Writer<Pod>,
+    watch_secs: u32,
+    mcp: ObjectRef<MicroK8sControlPlane>,
+    triggers: UnboundedSender<ObjectRef<MicroK8sControlPlane>>,
+) {
+    let node_cfg = watcher::Config::default().timeout(watch_secs);
+    let pod_cfg = watcher::Config::default().timeout(watch_secs).labels(&format!(
+        "{}={}",
+        names::LABEL_MANAGED_BY,
+        names::MANAGED_BY
+    ));
+    let nodes = watcher(Api::<Node>::all(w.client.clone()), node_cfg)
+        .default_backoff()
+        .modify(|n: &mut Node| {
+            n.managed_fields_mut().clear();
+            if let Some(s) = n.status.as_mut() {
+                s.images = None;
+                s.volumes_attached = None;
+                s.volumes_in_use = None;
+            }
+        })
+        .map(|e| Ev::Node(Box::new(e)));
+    let pods = watcher(
+        Api::<Pod>::namespaced(w.client.clone(), names::ACTION_NAMESPACE),
+        pod_cfg,
+    )
+    .default_backoff()
+    .modify(|p: &mut Pod| p.managed_fields_mut().clear())
+    .map(|e| Ev::Pod(Box::new(e)));
+    let mut events = futures::stream::select(nodes.boxed(), pods.boxed());
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let wake = || {
+        let _ = triggers.unbounded_send(mcp.clone());
+    };
+    while let Some(ev) = events.next().await {
+        let mut wake_now = false;
+        let ev = match ev {
+            Ev::Node(b) => EvU::Node(*b),
+            Ev::Pod(b) => EvU::Pod(*b),
+        };
+        match ev {
+            EvU::Node(Ok(e)) => {
+                node_writer.apply_watcher_event(&e);
+                wake_now |= update(&w.state, |s| s.error.take().is_some());
+                match &e {
+                    watcher::Event::InitDone => {
+                        update(&w.state, |s| !std::mem::replace(&mut s.nodes_synced, true));
+                        wake_now = true;
+                    }
+                    watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                        let key = format!("node/{}", n.name_any());
+                        let fp = node_fingerprint(n);
+                        if seen.insert(key, fp) != Some(fp) && matches!(e, watcher::Event::Apply(_)) {
+                            wake_now = true;
+                        }
+                    }
+                    watcher::Event::Delete(n) => {
+                        seen.remove(&format!("node/{}", n.name_any()));
+                        wake_now = true;
+                    }
+                    watcher::Event::Init => {}
+                }
+            }
+            EvU::Pod(Ok(e)) => {
+                pod_writer.apply_watcher_event(&e);
+                match &e {
+                    watcher::Event::InitDone => {
+                        update(&w.state, |s| !std::mem::replace(&mut s.pods_synced, true));
+                        wake_now = true;
+                    }
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        let key = format!("pod/{}", p.name_any());
+                        let fp = pod_fingerprint(p);
+                        if seen.insert(key, fp) != Some(fp) && matches!(e, watcher::Event::Apply(_)) {
+                            wake_now = true;
+                        }
+                    }
+                    watcher::Event::Delete(p) => {
+                        seen.remove(&format!("pod/{}", p.name_any()));
+                        wake_now = true;
+                    }
+                    watcher::Event::Init => {}
+                }
+            }
+            EvU::Node(Err(e)) | EvU::Pod(Err(e)) => {
+                let msg = e.to_string();
+                warn!(cluster = %w.key, error = %msg, "workload cluster watch failed");
+                wake_now |= update(&w.state, |s| s.error.replace(msg.clone()).is_none());
+            }
+        }
+        if wake_now {
+            wake();
+        }
+    }
+}

@@ -1,0 +1,759 @@
+//! T1: the control plane controller against a real management kube-apiserver (CAPI CRDs, no
+//! CAPI manager — the test plays CAPI core, the infrastructure and the kubelet) and, per test,
+//! a second real kube-apiserver as the workload cluster, whose client CA is the cluster CA —
+//! so the kubeconfig the controller writes is proven to authenticate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::*;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+fn label<'a>(o: &'a kube::api::DynamicObject, k: &str) -> Option<&'a str> {
+    o.metadata.labels.as_ref()?.get(k).map(String::as_str)
+}
+
+fn annotation<'a>(o: &'a kube::api::DynamicObject, k: &str) -> Option<&'a str> {
+    o.metadata.annotations.as_ref()?.get(k).map(String::as_str)
+}
+
+/// Init handshake, objects as CAPI requires them, the kubeconfig, and watches (no polling:
+/// the test configuration never requeues on a timer).
+#[tokio::test]
+async fn init_waits_for_the_marker_and_nodes_wake_the_controller() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "init").await;
+    let uid = env.create_cluster(&["fd-a", "fd-b"]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    let mut spec = mcp_spec(1, "v1.33.4");
+    spec["controlPlaneConfig"] = json!({"clusterConfiguration": {"portCompatibilityRemap": false},
+                                         "initConfiguration": {"addons": ["dns", "ingress"]}});
+    spec["machineTemplate"]["metadata"] = json!({"labels": {"team": "blue"}, "annotations": {"note": "x"}});
+    spec["machineTemplate"]["spec"] = json!({"deletion": {"nodeDrainTimeoutSeconds": 42}});
+    env.create_mcp(&uid, spec).await;
+    let fake = Fake::start(
+        &env,
+        FakeOpts {
+            mark_init: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+
+    // One machine, with its config and infrastructure clone.
+    let m = wait_for_value(
+        || async { env.cp_machines().await.into_iter().next() },
+        "the first machine",
+    )
+    .await;
+    let name = m.name_any();
+    assert!(name.starts_with("cp-") && name.len() == 8, "{name}");
+    assert_eq!(label(&m, "cluster.x-k8s.io/cluster-name"), Some("c1"));
+    assert_eq!(label(&m, "cluster.x-k8s.io/control-plane"), Some(""));
+    assert_eq!(label(&m, "cluster.x-k8s.io/control-plane-name"), Some("cp"));
+    assert_eq!(annotation(&m, HOOK), Some("microk8s-controlplane"));
+    let owner = &m.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("MicroK8sControlPlane", Some(true))
+    );
+    assert_eq!(m.data["spec"]["version"], "v1.33.4");
+    assert_eq!(m.data["spec"]["failureDomain"], "fd-a");
+    assert_eq!(
+        m.data["spec"]["bootstrap"]["configRef"],
+        json!({"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "MicroK8sConfig", "name": name})
+    );
+    let infra_name = m.data["spec"]["infrastructureRef"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(m.data["spec"]["infrastructureRef"]["kind"], "TestMachine");
+    assert!(infra_name.starts_with("tpl-"));
+    // Template metadata and deletion timeout, propagated.
+    env.wait("template metadata on the machine", || async {
+        let m = env.api(&machine_ar()).get(&name).await.unwrap();
+        label(&m, "team") == Some("blue")
+            && annotation(&m, "note") == Some("x")
+            && m.data["spec"]["deletion"]["nodeDrainTimeoutSeconds"] == 42
+    })
+    .await;
+    let cfg = env
+        .api(&kube::api::ApiResource::erase::<mk8s_api::MicroK8sConfig>(&()))
+        .get(&name)
+        .await
+        .unwrap();
+    assert_eq!(
+        cfg.data["spec"]["clusterConfiguration"]["portCompatibilityRemap"], false,
+        "false written explicitly"
+    );
+    assert_eq!(
+        cfg.data["spec"]["initConfiguration"]["addons"],
+        json!(["dns", "ingress"])
+    );
+    let cfg_owner = &cfg.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (cfg_owner.controller, cfg_owner.block_owner_deletion),
+        (None, Some(true))
+    );
+    let infra = env.api(&infra_ar("TestMachine")).get(&infra_name).await.unwrap();
+    assert_eq!(annotation(&infra, "cluster.x-k8s.io/cloned-from-name"), Some("tpl"));
+    assert_eq!(
+        annotation(&infra, "cluster.x-k8s.io/cloned-from-groupkind"),
+        Some("TestMachineTemplate.infrastructure.cluster.x-k8s.io")
+    );
+    assert_eq!(label(&infra, "from-template"), Some("yes"));
+    assert_eq!(infra.data["spec"]["flavor"], "small");
+    assert_eq!(infra.metadata.owner_references.as_ref().unwrap()[0].controller, None);
+    let tpl = env.api(&infra_ar("TestMachineTemplate")).get("tpl").await.unwrap();
+    env.wait("the template's Cluster owner reference", || async {
+        let t = env.api(&infra_ar("TestMachineTemplate")).get("tpl").await.unwrap();
+        t.owner_references().iter().any(|o| o.kind == "Cluster")
+    })
+    .await;
+    let _ = tpl;
+
+    // The kubeconfig: type, label, owner, and it authenticates against the workload apiserver.
+    let kc = wait_for_value(
+        || async { env.secrets().get_opt("c1-kubeconfig").await.unwrap() },
+        "the kubeconfig",
+    )
+    .await;
+    assert_eq!(kc.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+    assert_eq!(
+        kc.labels().get("cluster.x-k8s.io/cluster-name").map(String::as_str),
+        Some("c1")
+    );
+    assert_eq!(kc.owner_references()[0].kind, "MicroK8sControlPlane");
+    let yaml = String::from_utf8(kc.data.unwrap()["value"].0.clone()).unwrap();
+    let wc = mk8s_testenv::client_from_kubeconfig_yaml(&yaml).await.unwrap();
+    Api::<Node>::all(wc).list(&ListParams::default()).await.unwrap();
+
+    // The node appears without providerID: the watch wakes the controller, which sets it;
+    // the fake CAPI then sets the nodeRef. No init yet: the marker is missing.
+    env.wait("the node's providerID", || async {
+        env.nodes()
+            .await
+            .iter()
+            .any(|n| n.spec.as_ref().and_then(|s| s.provider_id.clone()) == Some(format!("test://{name}")))
+    })
+    .await;
+    env.wait("the nodeRef", || async {
+        env.cp_machines().await[0].data.pointer("/status/nodeRef").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = env.mcp().await.status.unwrap();
+    assert!(!st.initialized, "initialised before the marker");
+    assert_eq!(st.initialization.unwrap().control_plane_initialized, Some(false));
+    assert_eq!(
+        env.condition("Initialized").await.unwrap().reason,
+        "WaitingForJoinsAccepted"
+    );
+
+    // The marker: the Node event alone must flip initialized (no timer requeue configured).
+    let nodes: Api<Node> = Api::all(env.wclient.clone());
+    nodes
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"microk8s.cluster.x-k8s.io/accepts-joins": "true"}}})),
+        )
+        .await
+        .unwrap();
+    env.wait("initialized after the marker", || async {
+        let st = env.mcp().await.status.unwrap_or_default();
+        st.initialized && st.ready
+    })
+    .await;
+    let st = env.mcp().await.status.unwrap();
+    assert_eq!(
+        st.selector.as_deref(),
+        Some("cluster.x-k8s.io/cluster-name=c1,cluster.x-k8s.io/control-plane=")
+    );
+    assert_eq!(
+        st.version.as_deref(),
+        Some("v1.33.4"),
+        "track-based: the node runs v1.33.7"
+    );
+    assert_eq!(st.replicas, Some(1));
+    env.wait_condition("Available", |c| c.status == "True", "Available")
+        .await;
+    env.wait_condition("CertificatesAvailable", |c| c.status == "True", "CertificatesAvailable")
+        .await;
+    env.wait("the machine's UpToDate condition", || async {
+        env.cp_machines().await[0]
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "UpToDate" && c["status"] == "True"))
+    })
+    .await;
+    // Metadata propagation in place: change the template metadata, no new machine.
+    env.patch_mcp(json!({"spec": {"machineTemplate": {"metadata": {"labels": {"team": "red"}, "annotations": null}}}}))
+        .await;
+    env.wait("the new label, the old annotation gone", || async {
+        let m = env.api(&machine_ar()).get(&name).await.unwrap();
+        label(&m, "team") == Some("red") && annotation(&m, "note").is_none()
+    })
+    .await;
+    assert_eq!(env.cp_machines().await.len(), 1);
+    assert_eq!(fake.log(|l| l.machines_seen.len()), 1);
+    // The endpoint changes: the kubeconfig is reissued for it, and still authenticates.
+    env.api(&cluster_ar())
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"controlPlaneEndpoint": {"host": "localhost", "port": env.workload_port}}})),
+        )
+        .await
+        .unwrap();
+    let yaml = wait_for_value(
+        || async {
+            let s = env.secrets().get("c1-kubeconfig").await.unwrap();
+            let v = String::from_utf8(s.data.unwrap()["value"].0.clone()).unwrap();
+            v.contains("https://localhost:").then_some(v)
+        },
+        "the kubeconfig for the new endpoint",
+    )
+    .await;
+    let wc = mk8s_testenv::client_from_kubeconfig_yaml(&yaml).await.unwrap();
+    Api::<Node>::all(wc).list(&ListParams::default()).await.unwrap();
+    env.wait_condition("WorkloadClusterReachable", |c| c.status == "True", "reachable again")
+        .await;
+    let metrics = ctl.metrics.encode();
+    assert!(metrics.contains("mk8s_controlplane_workload_reachable"), "{metrics}");
+    ctl.stop().await;
+}
+
+async fn wait_for_value<T, F, Fut>(f: F, what: &str) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    mk8s_testenv::wait_for_value(TIMEOUT, what, f).await
+}
+
+/// Scale 1→3→5→3→1 under the manager's ServiceAccount and the generated RBAC: one machine at
+/// a time, members removed from dqlite through the survivors' cluster agents, pre-terminate
+/// hooks released only after removal.
+#[tokio::test]
+async fn scales_one_three_five_three_one_under_generated_rbac() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "scale").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let sa = service_account_client(plane).await;
+    let ctl = start_controller(sa, &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    for n in [3, 5] {
+        env.patch_mcp(json!({"spec": {"replicas": n}})).await;
+        env.wait_settled(n).await;
+    }
+    assert_eq!(fake.log(|l| l.max_machines), 5);
+    env.wait_condition("ReplicaCountRecommended", |c| c.status == "True", "odd")
+        .await;
+    for n in [3, 1] {
+        env.patch_mcp(json!({"spec": {"replicas": n}})).await;
+        env.wait_settled(n).await;
+    }
+    let (with_hook, without, max_deleting, actions) = fake.log(|l| {
+        (
+            l.deleted_with_hook.clone(),
+            l.deleted_without_hook.clone(),
+            l.max_deleting,
+            l.actions.clone(),
+        )
+    });
+    assert_eq!(
+        with_hook.len(),
+        4,
+        "every scale-down went through the hook: {with_hook:?}"
+    );
+    assert!(without.is_empty(), "{without:?}");
+    assert_eq!(max_deleting, 1, "one at a time");
+    let removals: Vec<_> = actions.iter().filter(|a| a.0 == "dqlite-remove").collect();
+    assert_eq!(removals.len(), 4, "{actions:?}");
+    for (_, node, args, secret) in &removals {
+        assert_eq!(secret.as_deref(), Some("capi-auth-token"));
+        assert!(
+            args[0].starts_with("10.10.0.") && args[0].ends_with(":2379"),
+            "{args:?}"
+        );
+        assert!(args[1].ends_with(":30000"), "{args:?}");
+        let (victim, agent) = (args[0].split(':').next().unwrap(), args[1].split(':').next().unwrap());
+        assert_ne!(victim, agent, "the agent of a survivor removes the member");
+        assert!(!node.is_empty());
+    }
+    // The oldest go first: the survivor is the newest machine.
+    let survivors = env.cp_machines().await;
+    assert_eq!(survivors.len(), 1);
+    // Writes that only log on failure went through under the generated RBAC: Events and the
+    // Machines' own conditions.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
+    env.wait("Events of the decisions", || async {
+        let reasons: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        [
+            "MachineCreated",
+            "ScalingDown",
+            "RemovingMember",
+            "MemberRemoved",
+            "KubeconfigCreated",
+        ]
+        .iter()
+        .all(|r| reasons.iter().any(|x| x == r))
+    })
+    .await;
+    env.wait("the UpToDate condition on the machine", || async {
+        env.cp_machines().await[0]
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "UpToDate"))
+    })
+    .await;
+    // The token reached the workload cluster in a Secret.
+    let ws: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.wclient.clone(), "microk8s-capi-system");
+    let tok = ws.get("capi-auth-token").await.unwrap();
+    assert_eq!(tok.data.unwrap()["token"].0, b"s3cr3t-t0ken");
+    // Finished pods are cleaned up.
+    env.wait("action pods deleted", || async {
+        let pods: Api<Pod> = Api::namespaced(env.wclient.clone(), "microk8s-capi-system");
+        pods.list(&ListParams::default()).await.unwrap().items.is_empty()
+    })
+    .await;
+    ctl.stop().await;
+}
+
+/// Rolling upgrade of three machines: surge one, replace the oldest, never more than four.
+#[tokio::test]
+async fn rolling_upgrade_replaces_one_machine_at_a_time() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "rolling").await;
+    let uid = env.create_cluster(&["z1", "z2", "z3"]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    // The layout ClusterClass's topology controller writes: machineTemplate.spec.infrastructureRef.
+    let mut spec = mcp_spec(3, "v1.33.0");
+    spec["machineTemplate"] = json!({"spec": {"infrastructureRef": {
+        "apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "TestMachineTemplate", "name": "tpl"}}});
+    env.create_mcp(&uid, spec).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(3).await;
+    let fds: std::collections::BTreeSet<String> = env
+        .cp_machines()
+        .await
+        .iter()
+        .map(|m| m.data["spec"]["failureDomain"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fds.len(), 3, "spread over the failure domains: {fds:?}");
+    let before: Vec<String> = env.cp_machines().await.iter().map(|m| m.name_any()).collect();
+    // A skip of two minors is refused for rolling upgrades.
+    env.patch_mcp(json!({"spec": {"version": "v1.35.0"}})).await;
+    env.wait_condition(
+        "SpecValid",
+        |c| c.reason == "MinorVersionSkipNotSupported",
+        "skip refused",
+    )
+    .await;
+    env.patch_mcp(json!({"spec": {"version": "v1.34.1"}})).await;
+    env.wait("all machines replaced", || async {
+        let ms = env.cp_machines().await;
+        ms.len() == 3
+            && ms
+                .iter()
+                .all(|m| !before.contains(&m.name_any()) && m.data["spec"]["version"] == "v1.34.1")
+    })
+    .await;
+    env.wait_settled(3).await;
+    let fds: std::collections::BTreeSet<String> = env
+        .cp_machines()
+        .await
+        .iter()
+        .map(|m| m.data["spec"]["failureDomain"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fds.len(), 3, "still spread after the rollout: {fds:?}");
+    assert_eq!(fake.log(|l| l.max_machines), 4, "surge of one");
+    assert_eq!(fake.log(|l| l.max_deleting), 1);
+    let st = env.mcp().await.status.unwrap();
+    assert_eq!(st.version.as_deref(), Some("v1.34.1"));
+    assert_eq!(st.versions.unwrap().len(), 1);
+    env.wait_condition("RollingOut", |c| c.status == "False", "rollout done")
+        .await;
+    // A config change rolls out too (machines created by us compare their config).
+    env.patch_mcp(json!({"spec": {"controlPlaneConfig": {"initConfiguration": {"addons": ["ingress"]}}}}))
+        .await;
+    env.wait_condition("MachinesUpToDate", |c| c.status == "False", "config drift seen")
+        .await;
+    ctl.stop().await;
+}
+
+/// In-place upgrade of a single node (SmartUpgrade below 3): the machine is kept, a snap
+/// refresh runs on its node with the right channel, its version follows the kubelet; a
+/// downgrade is refused with a condition.
+#[tokio::test]
+async fn in_place_upgrade_keeps_the_machine_and_refuses_downgrades() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "inplace").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    let mut spec = mcp_spec(1, "v1.33.0");
+    spec["controlPlaneConfig"] = json!({"initConfiguration": {"confinement": "strict", "riskLevel": "candidate"}});
+    env.create_mcp(&uid, spec).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    let name = env.cp_machines().await[0].name_any();
+    env.patch_mcp(json!({"spec": {"version": "v1.35.2"}})).await;
+    env.wait("upgraded in place through 1.34 to 1.35", || async {
+        let ms = env.cp_machines().await;
+        ms.len() == 1 && ms[0].name_any() == name && ms[0].data["spec"]["version"] == "v1.35.2"
+    })
+    .await;
+    let refreshes: Vec<_> = fake.log(|l| l.actions.iter().filter(|a| a.0 == "snap-refresh").cloned().collect());
+    let channels: Vec<&str> = refreshes.iter().map(|a| a.2[0].as_str()).collect();
+    assert_eq!(
+        channels,
+        ["1.34-strict/candidate", "1.35-strict/candidate"],
+        "one minor at a time"
+    );
+    assert!(
+        refreshes.iter().all(|a| a.1 == name && a.2[1] == "false"),
+        "{refreshes:?}"
+    );
+    assert_eq!(fake.log(|l| l.machines_seen.len()), 1, "nothing replaced");
+    env.wait_settled(1).await;
+    assert_eq!(env.mcp().await.status.unwrap().version.as_deref(), Some("v1.35.2"));
+    // Downgrade: refused, nothing happens.
+    env.patch_mcp(json!({"spec": {"version": "v1.34.0"}})).await;
+    env.wait_condition(
+        "SpecValid",
+        |c| c.reason == "DowngradeNotSupported",
+        "downgrade refused",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        fake.log(|l| l.actions.len()),
+        2,
+        "{:?}",
+        fake.log(|l| l.actions.clone())
+    );
+    assert_eq!(env.cp_machines().await[0].data["spec"]["version"], "v1.35.2");
+    ctl.stop().await;
+}
+
+async fn mark_unhealthy(env: &Env, name: &str) {
+    let body = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "metadata": {"name": name},
+    "status": {"conditions": [
+        {"type": "HealthCheckSucceeded", "status": "False", "reason": "UnhealthyNode", "message": "node down", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        {"type": "OwnerRemediated", "status": "False", "reason": "WaitingForRemediation", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+    ]}});
+    env.api(&machine_ar())
+        .patch_status(name, &PatchParams::apply("fake-mhc").force(), &Patch::Apply(body))
+        .await
+        .unwrap();
+}
+
+/// Remediation: refused for a lone machine (with conditions on both objects), done for one of
+/// three (replacement carries remediation-for; lastRemediation set).
+#[tokio::test]
+async fn remediation_refusals_and_replacement() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "remediation").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    let lone = env.cp_machines().await[0].name_any();
+    mark_unhealthy(&env, &lone).await;
+    env.wait_condition("Remediating", |c| c.reason == "RemediationNotAllowed", "refused")
+        .await;
+    env.wait("OwnerRemediated explains the refusal", || async {
+        let m = env.api(&machine_ar()).get(&lone).await.unwrap();
+        m.data["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "OwnerRemediated" && c["reason"] == "CannotBeRemediated")
+        })
+    })
+    .await;
+    assert_eq!(env.cp_machines().await.len(), 1);
+    // Three machines: the unhealthy one is replaced.
+    env.patch_mcp(json!({"spec": {"replicas": 3}})).await;
+    env.wait("three machines with nodes, lone remediated", || async {
+        let ms = env.cp_machines().await;
+        ms.len() == 3
+            && !ms.iter().any(|m| m.name_any() == lone)
+            && ms.iter().all(|m| m.data.pointer("/status/nodeRef").is_some())
+    })
+    .await;
+    let ms = env.cp_machines().await;
+    let replacement = ms
+        .iter()
+        .find(|m| annotation(m, "controlplane.cluster.x-k8s.io/remediation-for").is_some())
+        .expect("a replacement with remediation-for");
+    let data: Value =
+        serde_json::from_str(annotation(replacement, "controlplane.cluster.x-k8s.io/remediation-for").unwrap())
+            .unwrap();
+    assert_eq!(data["machine"], lone);
+    let st = env.mcp().await.status.unwrap();
+    assert_eq!(st.last_remediation.unwrap().machine, lone);
+    assert!(
+        fake.log(|l| l.deleted_with_hook.contains(&lone)),
+        "removed through the hook"
+    );
+    assert!(
+        !env.mcp()
+            .await
+            .annotations()
+            .contains_key("controlplane.cluster.x-k8s.io/remediation-in-progress")
+    );
+    ctl.stop().await;
+}
+
+/// Pause stops everything; bad inputs become conditions; a Canonical kubeconfig is adopted.
+#[tokio::test]
+async fn pause_bad_inputs_and_canonical_kubeconfig() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "pause").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    // Canonical's kubeconfig: Opaque, labelled, no owner, admin signed by the cluster CA.
+    let ca = mk8s_pki::Ca::parse(&env.ca.cert_pem, &env.ca.key_pem).unwrap();
+    let (cert, key) = ca
+        .sign_client(
+            "admin",
+            &["admin", "system:masters"],
+            std::time::SystemTime::now(),
+            Duration::from_secs(86400),
+        )
+        .unwrap();
+    let old = mk8s_pki::kubeconfig(
+        &format!("https://127.0.0.1:{}", env.workload_port),
+        &env.ca.cert_pem,
+        "admin",
+        &cert,
+        &key,
+    );
+    let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "c1-kubeconfig", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+        "stringData": {"value": old}}))
+    .unwrap();
+    env.secrets().create(&PostParams::default(), &s).await.unwrap();
+    // Paused: nothing happens but the Paused condition.
+    env.api(&cluster_ar())
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
+    let mut spec = mcp_spec(1, "v1.33.0");
+    spec.as_object_mut().unwrap().remove("replicas");
+    spec["machineTemplate"]["infrastructureTemplate"]["name"] = json!("missing");
+    env.create_mcp(&uid, spec).await;
+    let _fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_condition("Paused", |c| c.status == "True", "paused").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.cp_machines().await.is_empty());
+    assert!(env.secrets().get("c1-kubeconfig").await.unwrap().type_.as_deref() != Some("cluster.x-k8s.io/secret"));
+    // Unpaused: replicas defaulted (a condition says so), the missing template is a condition.
+    env.api(&cluster_ar())
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
+    env.wait_condition("Paused", |c| c.status == "False", "unpaused").await;
+    env.wait_condition("SpecValid", |c| c.reason == "ReplicasDefaulted", "replicas defaulted")
+        .await;
+    env.wait("MachinesCreated false in the v1beta1 view", || async {
+        env.mcp()
+            .await
+            .status
+            .and_then(|s| s.deprecated)
+            .and_then(|d| d.v1beta1)
+            .is_some_and(|v| {
+                v.conditions.iter().any(|c| {
+                    c.type_ == "MachinesCreated"
+                        && c.reason == "InfrastructureTemplateCloningFailed"
+                        && c.severity == "Error"
+                })
+            })
+    })
+    .await;
+    assert!(env.cp_machines().await.is_empty());
+    // Canonical's kubeconfig was replaced by a compliant one.
+    env.wait("the kubeconfig adopted", || async {
+        let s = env.secrets().get("c1-kubeconfig").await.unwrap();
+        s.type_.as_deref() == Some("cluster.x-k8s.io/secret") && !s.owner_references().is_empty()
+    })
+    .await;
+    // Fix the template: a machine appears, no orphaned infrastructure machines.
+    env.patch_mcp(json!({"spec": {"machineTemplate": {"infrastructureTemplate": {"name": "tpl"}}}}))
+        .await;
+    env.wait_settled(1).await;
+    let infra = env
+        .api(&infra_ar("TestMachine"))
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(infra.len(), 1);
+    ctl.stop().await;
+}
+
+/// Deletion: waits for worker Machines, deletes control plane Machines without member
+/// removal, deletes provider-made Secrets, keeps a user-supplied CA, drops the finalizer.
+#[tokio::test]
+async fn deletion_waits_for_workers_and_keeps_user_secrets() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "deletion").await;
+    let uid = env.create_cluster(&[]).await;
+    // A user-supplied CA (no owner); the other secrets owned by the Cluster.
+    env.create_cluster_secrets(None).await;
+    for s in ["c1-capi-auth-token", "c1-jointoken"] {
+        env.secrets()
+            .patch(
+                s,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"ownerReferences": [
+                    {"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": "c1", "uid": uid}]}})),
+            )
+            .await
+            .unwrap();
+    }
+    env.create_mcp(&uid, mcp_spec(2, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(2).await;
+    // A worker Machine (CAPI's MachineSet would make it); its Node gets a providerID too.
+    env.create(
+        &machine_ar(),
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+               "metadata": {"name": "worker-1", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+               "spec": {"clusterName": "c1", "version": "v1.33.0", "bootstrap": {"dataSecretName": "x"},
+                        "infrastructureRef": {"apiGroup": INFRA_GROUP, "kind": "TestMachine", "name": "w1"}}}),
+    )
+    .await;
+    env.wait("the worker's node has a providerID", || async {
+        env.nodes().await.iter().any(|n| {
+            n.name_any() == "worker-1"
+                && n.spec.as_ref().and_then(|s| s.provider_id.clone()).as_deref() == Some("test://worker-1")
+        })
+    })
+    .await;
+    env.mcps().delete("cp", &DeleteParams::default()).await.unwrap();
+    env.wait_condition("Deleting", |c| c.message.contains("worker-1"), "waiting for workers")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        env.cp_machines()
+            .await
+            .iter()
+            .all(|m| m.metadata.deletion_timestamp.is_none())
+    );
+    env.api(&machine_ar())
+        .delete("worker-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("the control plane gone", || async {
+        env.mcps().get_opt("cp").await.unwrap().is_none()
+    })
+    .await;
+    assert!(env.cp_machines().await.is_empty());
+    assert_eq!(
+        fake.log(|l| l.deleted_with_hook.len()),
+        0,
+        "no member removal at cluster deletion"
+    );
+    assert!(env.secrets().get_opt("c1-kubeconfig").await.unwrap().is_none());
+    assert!(env.secrets().get_opt("c1-capi-auth-token").await.unwrap().is_none());
+    assert!(env.secrets().get_opt("c1-jointoken").await.unwrap().is_none());
+    assert!(
+        env.secrets().get_opt("c1-ca").await.unwrap().is_some(),
+        "user-supplied CA kept"
+    );
+    ctl.stop().await;
+}
+
+/// The controller restarted in the middle of a scale-up creates no duplicate machines.
+#[tokio::test]
+async fn restart_mid_scale_creates_no_duplicates() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "restart").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    // Slow boots: the second machine waits for its node while the controller restarts.
+    fake.set(|o| o.boot = false);
+    env.patch_mcp(json!({"spec": {"replicas": 3}})).await;
+    env.wait("a second machine", || async { env.cp_machines().await.len() == 2 })
+        .await;
+    ctl.stop().await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.cp_machines().await.len(), 2, "waits for the second machine's node");
+    ctl.stop().await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    fake.set(|o| o.boot = true);
+    env.wait_settled(3).await;
+    assert_eq!(fake.log(|l| l.machines_seen.len()), 3, "no duplicate machines");
+    ctl.stop().await;
+}
+
+/// An unreachable workload cluster becomes a condition; reconciles keep running.
+#[tokio::test]
+async fn unreachable_workload_is_a_condition_not_a_hang() {
+    let Some(plane) = plane().await else { return };
+    let mut env = Env::new(plane, "unreachable").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    drop(fake);
+    env.stop_workload();
+    env.wait_condition(
+        "WorkloadClusterReachable",
+        |c| c.reason == "WorkloadClusterUnreachable",
+        "the workload cluster reported unreachable",
+    )
+    .await;
+    env.wait_condition("Available", |c| c.status == "False", "not Available")
+        .await;
+    env.patch_mcp(json!({"spec": {"replicas": 3}})).await;
+    env.wait_condition(
+        "ScalingUp",
+        |c| c.status == "True" && c.message.contains("unreachable"),
+        "the scale-up waits, explaining why",
+    )
+    .await;
+    assert_eq!(env.cp_machines().await.len(), 1);
+    ctl.stop().await;
+}
