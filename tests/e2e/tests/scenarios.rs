@@ -344,15 +344,20 @@ async fn s4_in_place_upgrades() {
             .filter_map(|m| m.metadata.name.clone())
             .collect();
         assert_eq!(before, after, "{name}: machines upgraded in place, not replaced");
-        let versions: Vec<Option<String>> = cluster::machines(&client, &ns, name)
-            .await
-            .iter()
-            .map(|m| m.spec.version.clone())
-            .collect();
-        assert!(
-            versions.iter().all(|v| v.as_deref() == Some("v1.34.0")),
-            "{name}: Machine versions {versions:?}"
-        );
+        // The Machine's spec.version follows once its node reports the new kubelet version.
+        mk8s_e2e::eventually(CONVERGE, &format!("{name}: Machine versions follow"), || async {
+            let versions: Vec<Option<String>> = cluster::machines(&client, &ns, name)
+                .await
+                .iter()
+                .map(|m| m.spec.version.clone())
+                .collect();
+            if versions.iter().all(|v| v.as_deref() == Some("v1.34.0")) {
+                Ok(())
+            } else {
+                Err(format!("{versions:?}"))
+            }
+        })
+        .await;
         assert_quorum_kept(env, &ns, name);
     }
 }
