@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/mk8s-capi/target
 export CARGO_BUILD_JOBS ?= 2
 CARGO ?= cargo
 
-.PHONY: help build test testenv manifests lint fmt clean
+.PHONY: help build test testenv manifests release-manifests lint fmt clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -16,13 +16,17 @@ build: ## Build both managers (release)
 testenv: ## Build the test binaries (kube-apiserver, etcd, CAPI, helm) from Go modules, cached by version
 	bash hack/build-testenv.sh --all
 
-test: testenv ## Run every test: unit, rendered-artefact and real-API-server (T0, T0b, T1)
+test: testenv ## Run every test: unit, rendered artefacts, real API server, end to end (T0, T0b, T1, T2)
+	$(CARGO) build --locked --workspace --bins
 	bash hack/sweep-testenv.sh
 	$(CARGO) test --locked --workspace --no-fail-fast
 	bash hack/sweep-testenv.sh
 
 manifests: ## Regenerate config/crd and config/rbac from the code
 	$(CARGO) run --locked -q -p mk8s-gen -- .
+
+release-manifests: ## clusterctl release manifests into out/ (components, metadata.yaml, the simulator's)
+	$(CARGO) run --locked -q -p mk8s-gen -- release out
 
 lint: ## rustfmt, clippy (warnings are errors), shellcheck of our scripts
 	$(CARGO) fmt --all -- --check
@@ -41,3 +45,10 @@ e2e: testenv ## Run the nine end-to-end scenarios on the local management plane
 	bash hack/sweep-testenv.sh
 	$(CARGO) test --locked -p mk8s-e2e --no-fail-fast -- --test-threads=$${E2E_THREADS:-3}
 	bash hack/sweep-testenv.sh
+
+.PHONY: demo
+demo: ## Start a local management plane, create a 3+2 MicroK8s cluster on the simulator, show it (Ctrl-C ends)
+	bash hack/build-testenv.sh --with-capi >/dev/null
+	$(CARGO) build --locked --workspace --bins
+	bash hack/sweep-testenv.sh
+	$(CARGO_TARGET_DIR)/debug/mk8s-demo $(DEMO_ARGS)

@@ -23,17 +23,20 @@ use serde_json::Value;
 
 pub use managers::{Manager, ManagerKind};
 
-/// The directory of the workspace's built binaries (`target/debug`), found from the test
-/// executable (`target/debug/deps/<test>`), or `MK8S_BIN_DIR`.
+/// The directory of the workspace's built binaries (`target/<profile>`), found from the
+/// running executable (`target/<profile>/deps/<test>` or `target/<profile>/<bin>`), or
+/// `MK8S_BIN_DIR`.
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("MK8S_BIN_DIR") {
         return PathBuf::from(d);
     }
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target/debug")
+    let dir = exe.parent().expect("executable directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).expect("target/<profile>")
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A built binary of the workspace; panics with the command to build it when missing.
