@@ -205,6 +205,30 @@ mod tests {
         assert_eq!(KubeVersion::parse("1.2.3").unwrap().track().to_string(), "1.2");
     }
 
+    /// Property: on any input the parser returns without panicking, and whatever it accepts
+    /// displays back to a string it accepts again with the same value.
+    #[test]
+    fn parser_never_panics_and_round_trips() {
+        const ALPHABET: &[u8] = b"v0123456789.-+aZ_ \n";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 16) as usize;
+            let input: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            if let Ok(v) = KubeVersion::parse(&input) {
+                let again = KubeVersion::parse(&v.to_string()).expect("display is parseable");
+                assert_eq!(again, v, "{input:?}");
+            }
+        }
+    }
+
     #[test]
     fn orders_by_precedence() {
         use std::cmp::Ordering::*;

@@ -253,10 +253,20 @@ where
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".to_string());
+        // The pod's name in a cluster; elsewhere a name unique per process *and* per run, so
+        // that two managers never share an identity (and so the Lease).
         let identity = std::env::var("POD_NAME")
             .ok()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("{}-{}", defaults.name, std::process::id()));
+            .unwrap_or_else(|| {
+                use rand::RngExt;
+                let suffix: String = rand::rng()
+                    .sample_iter(&rand::distr::Alphanumeric)
+                    .take(6)
+                    .map(char::from)
+                    .collect();
+                format!("{}-{}-{}", defaults.name, std::process::id(), suffix.to_lowercase())
+            });
         let duration = flags.leader_election_lease_duration.max(2);
         let manager = LeaseManagerBuilder::new(client.clone(), &lease_name)
             .with_namespace(&ns)
