@@ -182,6 +182,11 @@ fn with_note(base: String, note: Option<&String>) -> String {
     }
 }
 
+/// The condition of this type in the previous status, if there was one.
+fn previous(prev: &MicroK8sControlPlaneStatus, type_: &str) -> Option<Condition> {
+    prev.conditions.iter().find(|c| c.type_ == type_).cloned()
+}
+
 /// Computes the full status.
 pub fn compute(
     cp: &ControlPlane,
@@ -240,6 +245,14 @@ pub fn compute(
         )
     } else {
         Condition::true_(AVAILABLE, "Available", "")
+    };
+    // A manager that just started (or a workload client just rebuilt) is `Connecting` until
+    // its Node cache has listed once; the sync itself triggers the next reconcile. What was
+    // known before stands meanwhile, so a restart or a takeover never flaps `Available`.
+    // (A status written by Canonical's provider has `Available` but no `WorkloadReachable`.)
+    let (reach, available) = match (&cp.reachability, previous(prev, AVAILABLE)) {
+        (Reachability::Connecting, Some(a)) if initialized => (previous(prev, WORKLOAD_REACHABLE).unwrap_or(reach), a),
+        _ => (reach, available),
     };
     set(reach);
     set(available.clone());
@@ -816,6 +829,55 @@ mod tests {
         let st = status_of(&down);
         assert_eq!(cond(&st, SPEC_VALID).reason, "DowngradeNotSupported");
         assert_eq!(cond(&st, ROLLING_OUT).reason, "DowngradeNotSupported");
+    }
+
+    #[test]
+    fn connecting_keeps_what_was_known() {
+        let healthy_cp = cp(
+            3,
+            "v1.33.0",
+            vec![
+                healthy("a", 1, "v1.33.0"),
+                healthy("b", 2, "v1.33.0"),
+                healthy("c", 3, "v1.33.0"),
+            ],
+        );
+        let p = plan(&healthy_cp, None, Some(true));
+        let before = compute(&healthy_cp, &p, &Default::default(), &Extra::default(), Some(1), &now());
+        assert_eq!(cond(&before, AVAILABLE).status, "True");
+
+        // A restarted manager: the Node cache has not listed yet.
+        let mut restarted = healthy_cp.clone();
+        restarted.reachability = Reachability::Connecting;
+        restarted.nodes.clear();
+        let p = plan(&restarted, None, Some(true));
+        let later = Time(Timestamp::from_second(200_000).unwrap());
+        let st = compute(&restarted, &p, &before, &Extra::default(), Some(2), &later);
+        assert_eq!(cond(&st, AVAILABLE).status, "True", "no flap while connecting");
+        assert_eq!(
+            cond(&st, AVAILABLE).last_transition_time,
+            cond(&before, AVAILABLE).last_transition_time
+        );
+        assert_eq!(cond(&st, AVAILABLE).observed_generation, Some(2));
+        assert_eq!(cond(&st, WORKLOAD_REACHABLE).status, "True");
+
+        // Known from a status without `WorkloadReachable` (Canonical's): `Available` stands.
+        let mut canonical = before.clone();
+        conditions::remove(&mut canonical.conditions, WORKLOAD_REACHABLE);
+        let st = compute(&restarted, &p, &canonical, &Extra::default(), Some(2), &later);
+        assert_eq!(cond(&st, AVAILABLE).status, "True");
+        assert_eq!(cond(&st, WORKLOAD_REACHABLE).reason, "Connecting");
+
+        // Nothing known before: connecting is said as it is.
+        let st = compute(&restarted, &p, &Default::default(), &Extra::default(), Some(2), &later);
+        assert_eq!(cond(&st, WORKLOAD_REACHABLE).reason, "Connecting");
+        assert_eq!(cond(&st, AVAILABLE).status, "False");
+
+        // A connection that fails is reported at once.
+        let mut failing = restarted.clone();
+        failing.reachability = Reachability::Unreachable("connect timeout".into());
+        let st = compute(&failing, &p, &before, &Extra::default(), Some(2), &later);
+        assert_eq!(cond(&st, AVAILABLE).reason, "WorkloadClusterUnreachable");
     }
 
     #[test]
