@@ -57,6 +57,10 @@ pub struct Config {
     pub address_octets: (u8, u8),
     /// How many objects of each kind are reconciled at once.
     pub concurrency: u16,
+    /// Light mode: one shared apiserver for every cluster, behind a proxy per cluster
+    /// ([`crate::light`]), for benchmarks with many clusters. Default: off (one real
+    /// apiserver per cluster).
+    pub light: bool,
 }
 
 impl Config {
@@ -82,6 +86,7 @@ impl Config {
             debug_address: None,
             address_octets: (100, 199),
             concurrency: 16,
+            light: false,
         }
     }
 }

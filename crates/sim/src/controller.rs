@@ -49,6 +49,20 @@ fn paused_by_annotation<K: Resource>(obj: &K) -> bool {
         .is_some_and(|a| a.contains_key(ANNOTATION_PAUSED))
 }
 
+/// clusterctl's annotation on the source copies it deletes after a `clusterctl move`.
+pub const ANNOTATION_DELETE_FOR_MOVE: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
+
+/// The source copy of an object `clusterctl move` carried to another management cluster is
+/// being deleted: the simulated machines live on (with the copy in the target).
+fn deleted_for_move<K: Resource>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.is_some()
+        && obj
+            .meta()
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_DELETE_FOR_MOVE))
+}
+
 fn has_finalizer<K: Resource>(obj: &K, f: &str) -> bool {
     obj.meta().finalizers.as_ref().is_some_and(|l| l.iter().any(|x| x == f))
 }
@@ -120,7 +134,23 @@ pub async fn reconcile_cluster(obj: Arc<SimCluster>, sim: Arc<Sim>) -> Result<Ac
     let name = obj.name_any();
     let api: Api<SimCluster> = Api::namespaced(sim.mgmt.clone(), &ns);
     let cluster_name = cluster_name_of(&obj);
+    if deleted_for_move(&*obj) {
+        if has_finalizer(&*obj, api::CLUSTER_FINALIZER) {
+            remove_finalizer(&api, &*obj, api::CLUSTER_FINALIZER).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    // Paused (clusterctl move pauses the Cluster first): nothing is done, deletion included.
+    let clusters: Api<Cluster> = Api::namespaced_with(sim.mgmt.clone(), &ns, &sim.core.cluster());
+    let capi = match &cluster_name {
+        Some(n) => clusters.get_opt(n).await?,
+        None => None,
+    };
+    let paused = capi.as_ref().is_some_and(|c| c.paused()) || paused_by_annotation(&*obj);
     if obj.metadata.deletion_timestamp.is_some() {
+        if paused {
+            return Ok(Action::await_change());
+        }
         if has_finalizer(&*obj, api::CLUSTER_FINALIZER) {
             let keys: Vec<Key> = lock(&sim.clusters)
                 .iter()
@@ -137,7 +167,7 @@ pub async fn reconcile_cluster(obj: Arc<SimCluster>, sim: Arc<Sim>) -> Result<Ac
         }
         return Ok(Action::await_change());
     }
-    if !has_finalizer(&*obj, api::CLUSTER_FINALIZER) {
+    if !paused && !has_finalizer(&*obj, api::CLUSTER_FINALIZER) {
         add_finalizer(&api, &*obj, api::CLUSTER_FINALIZER).await?;
         return Ok(Action::await_change());
     }
@@ -158,9 +188,6 @@ pub async fn reconcile_cluster(obj: Arc<SimCluster>, sim: Arc<Sim>) -> Result<Ac
         patch_cluster_status(&api, &obj, status).await?;
         return Ok(Action::await_change());
     };
-    let clusters: Api<Cluster> = Api::namespaced_with(sim.mgmt.clone(), &ns, &sim.core.cluster());
-    let capi = clusters.get_opt(&cluster_name).await?;
-    let paused = capi.as_ref().is_some_and(|c| c.paused()) || paused_by_annotation(&*obj);
     if paused {
         cond::set(
             &mut status.conditions,
@@ -389,14 +416,29 @@ pub async fn reconcile_machine(obj: Arc<SimMachine>, sim: Arc<Sim>) -> Result<Ac
     let name = obj.name_any();
     let key = Key::new(&ns, &name);
     let api: Api<SimMachine> = Api::namespaced(sim.mgmt.clone(), &ns);
-    if obj.metadata.deletion_timestamp.is_some() {
+    if deleted_for_move(&*obj) {
         if has_finalizer(&*obj, api::MACHINE_FINALIZER) {
+            remove_finalizer(&api, &*obj, api::MACHINE_FINALIZER).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Paused (the Cluster, from its label, or the object): nothing is done.
+        let paused = paused_by_annotation(&*obj)
+            || match obj.labels().get(LABEL_CLUSTER_NAME) {
+                Some(c) => Api::<Cluster>::namespaced_with(sim.mgmt.clone(), &ns, &sim.core.cluster())
+                    .get_opt(c)
+                    .await?
+                    .is_some_and(|c| c.paused()),
+                None => false,
+            };
+        if !paused && has_finalizer(&*obj, api::MACHINE_FINALIZER) {
             cluster::stop_node(&sim, &key).await;
             remove_finalizer(&api, &*obj, api::MACHINE_FINALIZER).await?;
         }
         return Ok(Action::await_change());
     }
-    if !has_finalizer(&*obj, api::MACHINE_FINALIZER) {
+    if !has_finalizer(&*obj, api::MACHINE_FINALIZER) && !paused_by_annotation(&*obj) {
         add_finalizer(&api, &*obj, api::MACHINE_FINALIZER).await?;
         return Ok(Action::await_change());
     }
@@ -469,10 +511,19 @@ pub async fn reconcile_machine(obj: Arc<SimMachine>, sim: Arc<Sim>) -> Result<Ac
         return Ok(Action::await_change());
     }
     let uid = obj.uid().unwrap_or_default();
-    if let Some(old) = sim.node(&key)
-        && old.uid != uid
-    {
-        cluster::stop_node(&sim, &key).await;
+    if let Some(old) = sim.node(&key) {
+        let (plane, owner) = lock(&old.owner).clone();
+        if owner != uid {
+            if plane != sim.plane && obj.spec.provider_id.as_deref() == Some(old.provider_id().as_str()) {
+                // `clusterctl move` carried this SimMachine (its spec names the running
+                // machine) from another management cluster this simulator serves: adopt
+                // the running machine instead of booting a new one.
+                *lock(&old.owner) = (sim.plane, uid.clone());
+                tracing::info!(machine = %key, from = plane, to = sim.plane, "adopted a machine moved between management clusters");
+            } else {
+                cluster::stop_node(&sim, &key).await;
+            }
+        }
     }
     let node = match sim.node(&key) {
         Some(n) => n,
@@ -582,6 +633,7 @@ fn start_node(
     let boot_delay = secs(obj.spec.boot_delay_seconds, sim.cfg.boot_delay);
     let node = Arc::new(NodeRt {
         key: key.clone(),
+        owner: std::sync::Mutex::new((sim.plane, uid.clone())),
         uid,
         cluster,
         ip,

@@ -115,6 +115,9 @@
 //! [`SimHandle::shutdown`]. The binary `mk8s-sim` is the same with flags; it is also the stub
 //! command (dispatching on `argv[0]`), so in-process users set [`Config::stub_binary`] to the
 //! built `mk8s-sim`.
+//! [`SimHandle::serve`] adds another management cluster served by the same simulator, so
+//! that `clusterctl move` carries a cluster between them with its machines running
+//! ([`planes`]).
 
 pub mod agent;
 pub mod alloc;
@@ -126,7 +129,9 @@ pub mod control;
 pub mod controller;
 pub mod httpx;
 pub mod kubelet;
+pub mod light;
 pub mod node;
+pub mod planes;
 pub mod snap;
 pub mod snapd;
 pub mod state;
@@ -138,14 +143,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::StreamExt as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt as _;
-use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use mk8s_api::capi::{Cluster, CoreVersion, Machine};
+use mk8s_api::capi::CoreVersion;
 
 pub use api::{SimCluster, SimClusterTemplate, SimMachine, SimMachineTemplate};
 pub use config::{Config, EtcdMode};
@@ -199,6 +199,7 @@ pub enum Error {
 pub struct SimHandle {
     sim: Arc<Sim>,
     backend: Arc<workload::ProcessBackend>,
+    light: Option<Arc<light::LightBackend>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     debug_address: Option<SocketAddr>,
@@ -292,12 +293,17 @@ pub async fn run_with_client(config: Config, client: kube::Client) -> Result<Sim
             (a.clone().unwrap_or(b.kube_apiserver), e.clone().unwrap_or(b.etcd))
         }
     };
+    let light = config.light.then(|| {
+        Arc::new(light::LightBackend::new(
+            apiserver.clone(),
+            etcd.clone(),
+            config.etcd_mode.clone(),
+        ))
+    });
     let backend = Arc::new(workload::ProcessBackend::new(apiserver, etcd, config.etcd_mode.clone()));
     let kubectl = config.kubectl.clone().or_else(|| find_in_path("kubectl"));
     let core = core_version(&client).await;
     let tls_client = tls::insecure_client().map_err(Error::Other)?;
-    let (cluster_tx, cluster_rx) = futures::channel::mpsc::unbounded::<ObjectRef<SimCluster>>();
-    let (machine_tx, machine_rx) = futures::channel::mpsc::unbounded::<ObjectRef<SimMachine>>();
     let alloc = alloc::Allocator::new(
         config.address_octets.0,
         config.address_octets.1,
@@ -313,13 +319,16 @@ pub async fn run_with_client(config: Config, client: kube::Client) -> Result<Sim
         kubectl,
         mgmt: client.clone(),
         core,
-        alloc: std::sync::Mutex::new(alloc),
+        plane: 0,
+        alloc: Arc::new(std::sync::Mutex::new(alloc)),
         clusters: Default::default(),
         nodes: Default::default(),
-        backend: backend.clone(),
+        backend: match &light {
+            Some(l) => l.clone() as Arc<dyn workload::WorkloadBackend>,
+            None => backend.clone(),
+        },
         tls_client,
-        cluster_tx,
-        machine_tx,
+        triggers: Default::default(),
         change_ids: Default::default(),
         node_ids: Default::default(),
         sock_dir,
@@ -331,69 +340,8 @@ pub async fn run_with_client(config: Config, client: kube::Client) -> Result<Sim
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let wc = watcher::Config::default();
-    let ctrl_cfg = ControllerConfig::default().concurrency(config.concurrency);
-    let (sim_clusters, sim_machines, clusters, machines) = match &config.namespace {
-        Some(ns) => (
-            Api::<SimCluster>::namespaced(client.clone(), ns),
-            Api::<SimMachine>::namespaced(client.clone(), ns),
-            Api::<Cluster>::namespaced_with(client.clone(), ns, &core.cluster()),
-            Api::<Machine>::namespaced_with(client.clone(), ns, &core.machine()),
-        ),
-        None => (
-            Api::<SimCluster>::all(client.clone()),
-            Api::<SimMachine>::all(client.clone()),
-            Api::<Cluster>::all_with(client.clone(), &core.cluster()),
-            Api::<Machine>::all_with(client.clone(), &core.machine()),
-        ),
-    };
-    let mut tasks = Vec::new();
-    let cluster_ctrl = Controller::new(sim_clusters, wc.clone())
-        .with_config(ctrl_cfg.clone())
-        .watches_with(clusters.clone(), core.cluster(), wc.clone(), |c: Cluster| {
-            let ns = c.metadata.namespace.clone().unwrap_or_default();
-            c.spec
-                .infrastructure_ref
-                .filter(|r| r.kind == "SimCluster")
-                .map(|r| ObjectRef::new(&r.name).within(&ns))
-        })
-        .reconcile_on(cluster_rx)
-        .graceful_shutdown_on(stopped())
-        .run(controller::reconcile_cluster, controller::error_policy, sim.clone())
-        .for_each(|_| futures::future::ready(()));
-    tasks.push(tokio::spawn(cluster_ctrl));
-    let machine_ctrl = Controller::new(sim_machines, wc.clone()).with_config(ctrl_cfg);
-    let store = machine_ctrl.store();
-    let machine_ctrl = machine_ctrl
-        .watches_with(machines, core.machine(), wc.clone(), |m: Machine| {
-            let ns = m.metadata.namespace.clone().unwrap_or_default();
-            m.spec
-                .infrastructure_ref
-                .filter(|r| r.kind == "SimMachine")
-                .map(|r| ObjectRef::new(&r.name).within(&ns))
-        })
-        .watches_with(clusters, core.cluster(), wc, move |c: Cluster| {
-            let ns = c.metadata.namespace.clone().unwrap_or_default();
-            let name = c.metadata.name.clone().unwrap_or_default();
-            store
-                .state()
-                .into_iter()
-                .filter(|m| {
-                    m.metadata.namespace.as_deref() == Some(ns.as_str())
-                        && m.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(mk8s_api::consts::LABEL_CLUSTER_NAME))
-                            == Some(&name)
-                })
-                .map(|m| ObjectRef::from_obj(&*m))
-                .collect::<Vec<_>>()
-        })
-        .reconcile_on(machine_rx)
-        .graceful_shutdown_on(stopped())
-        .run(controller::reconcile_machine, controller::error_policy, sim.clone())
-        .for_each(|_| futures::future::ready(()));
-    tasks.push(tokio::spawn(machine_ctrl));
+    let (cluster_rx, machine_rx) = planes::new_triggers(&sim.triggers, 0);
+    let mut tasks = planes::start_controllers(&sim, cluster_rx, machine_rx, shutdown.subscribe());
     let debug_address = match config.debug_address {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -413,6 +361,7 @@ pub async fn run_with_client(config: Config, client: kube::Client) -> Result<Sim
     Ok(SimHandle {
         sim,
         backend,
+        light,
         shutdown,
         tasks,
         debug_address,
@@ -502,8 +451,15 @@ impl SimHandle {
             .flat_map(|c| lock(&c.st).api_pids.clone())
             .collect();
         pids.extend(self.backend.shared_etcd_pid());
+        pids.extend(self.light.iter().flat_map(|l| l.pids()));
         pids.extend(lock(&self.sim.nodes).values().filter_map(|n| lock(&n.st).ns_pid));
         pids
+    }
+
+    /// Light mode: the processes of the shared workload apiserver (and of the etcd it
+    /// started), once the first cluster's API server started; empty in the normal mode.
+    pub fn light_pids(&self) -> Vec<u32> {
+        self.light.as_ref().map(|l| l.pids()).unwrap_or_default()
     }
 
     /// The pid of the shared etcd the simulator started (`EtcdMode::Shared(None)`), once
@@ -527,6 +483,9 @@ impl SimHandle {
             cluster::stop_node(&self.sim, &k).await;
         }
         self.backend.stop().await;
+        if let Some(l) = &self.light {
+            l.stop().await;
+        }
         let _ = std::fs::remove_dir_all(&self.sim.sock_dir);
         tracing::info!("mk8s-sim stopped");
     }

@@ -62,30 +62,44 @@ pub struct Sim {
     pub stub_dir: PathBuf,
     /// The real kubectl.
     pub kubectl: Option<PathBuf>,
-    /// Management cluster client.
+    /// Client of the management cluster this instance's controllers serve.
     pub mgmt: kube::Client,
     /// `cluster.x-k8s.io` version served by the management cluster.
     pub core: mk8s_api::capi::CoreVersion,
+    /// Which management cluster this instance serves: 0 for the first, then 1, 2, … for
+    /// those added with `SimHandle::serve` (they share everything below but `triggers`'
+    /// own entry).
+    pub plane: u64,
     /// Loopback addresses.
-    pub alloc: Mutex<Allocator>,
+    pub alloc: Arc<Mutex<Allocator>>,
     /// Clusters by (namespace, CAPI cluster name).
-    pub clusters: Mutex<BTreeMap<Key, Arc<ClusterRt>>>,
+    pub clusters: Arc<Mutex<BTreeMap<Key, Arc<ClusterRt>>>>,
     /// Nodes by SimMachine.
-    pub nodes: Mutex<BTreeMap<Key, Arc<NodeRt>>>,
+    pub nodes: Arc<Mutex<BTreeMap<Key, Arc<NodeRt>>>>,
     /// Starts workload apiservers.
     pub backend: Arc<dyn WorkloadBackend>,
     /// TLS client for joins.
     pub tls_client: Arc<rustls::ClientConfig>,
-    /// Requeues a SimCluster.
-    pub cluster_tx: UnboundedSender<ObjectRef<SimCluster>>,
-    /// Requeues a SimMachine.
-    pub machine_tx: UnboundedSender<ObjectRef<SimMachine>>,
+    /// Requeue channels of the controllers of every management cluster served: a change of
+    /// a simulated cluster or node requeues its objects wherever they are (an object that a
+    /// management cluster does not hold is skipped by its controller).
+    pub triggers: Arc<Mutex<Vec<Triggers>>>,
     /// Ids of snapd changes.
-    pub change_ids: AtomicU64,
+    pub change_ids: Arc<AtomicU64>,
     /// Ids of nodes (for their socket names).
-    pub node_ids: AtomicU64,
+    pub node_ids: Arc<AtomicU64>,
     /// Short directory of the nodes' unix sockets.
     pub sock_dir: PathBuf,
+}
+
+/// Requeue channels of one management cluster's controllers.
+pub struct Triggers {
+    /// Which management cluster (`Sim::plane`).
+    pub plane: u64,
+    /// Requeues a SimCluster.
+    pub clusters: UnboundedSender<ObjectRef<SimCluster>>,
+    /// Requeues a SimMachine.
+    pub machines: UnboundedSender<ObjectRef<SimMachine>>,
 }
 
 /// A simulated cluster.
@@ -296,6 +310,10 @@ pub struct NodeRt {
     pub key: Key,
     /// Its uid.
     pub uid: String,
+    /// The management cluster (`Sim::plane`) and SimMachine uid the node belongs to now:
+    /// `(plane, uid)` at boot, changed when `clusterctl move` carries the SimMachine to
+    /// another management cluster served by the same simulator (the node is adopted).
+    pub owner: Mutex<(u64, String)>,
     /// Its cluster.
     pub cluster: Key,
     /// Its loopback address.
@@ -440,20 +458,18 @@ impl Sim {
             .collect()
     }
 
-    /// Requeues the SimCluster of a cluster.
+    /// Requeues the SimCluster of a cluster (in every management cluster served).
     pub fn trigger_cluster(&self, cluster: &ClusterRt) {
         if let Some(name) = lock(&cluster.sim_cluster).clone() {
-            let _ = self
-                .cluster_tx
-                .unbounded_send(ObjectRef::new(&name).within(&cluster.key.namespace));
+            let r = ObjectRef::new(&name).within(&cluster.key.namespace);
+            lock(&self.triggers).retain(|t| t.clusters.unbounded_send(r.clone()).is_ok());
         }
     }
 
-    /// Requeues a SimMachine.
+    /// Requeues a SimMachine (in every management cluster served).
     pub fn trigger_machine(&self, key: &Key) {
-        let _ = self
-            .machine_tx
-            .unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+        let r = ObjectRef::new(&key.name).within(&key.namespace);
+        lock(&self.triggers).retain(|t| t.machines.unbounded_send(r.clone()).is_ok());
     }
 
     /// A new snapd change id.

@@ -59,7 +59,7 @@ pub use binaries::{Binaries, MissingBinaries, parse_env_file, workspace_root};
 pub use certs::{CaKeyFormat, CertKeyPem, generate_ca};
 pub use etcd::EtcdServer;
 pub use kubeconfig::{client_from_kubeconfig_yaml, config_from_kubeconfig_yaml};
-pub use plane::{FIELD_MANAGER, Plane, parse_crds, read_crd_file};
+pub use plane::{FIELD_MANAGER, Plane, PlaneOptions, parse_crds, read_crd_file};
 pub use process::{run_dir, spawn_with_pdeathsig};
 pub use workload::{WorkloadApiServer, WorkloadApiServerOptions, start_workload_apiserver};
 

@@ -22,6 +22,14 @@ use crate::{Error, Result};
 /// Field manager used for the harness' server-side applies.
 pub const FIELD_MANAGER: &str = "mk8s-testenv";
 
+/// Options of a private plane ([`Plane::start_with_options`]).
+#[derive(Clone, Debug, Default)]
+pub struct PlaneOptions {
+    /// Extra flags of the management kube-apiserver, e.g. `--audit-policy-file=…` and
+    /// `--audit-log-path=…` to count requests per identity.
+    pub apiserver_args: Vec<String>,
+}
+
 /// A running management plane: etcd, kube-apiserver and kube-controller-manager on loopback,
 /// with certificates generated for it and an admin kubeconfig.
 ///
@@ -294,6 +302,8 @@ pub(crate) struct ApiServerLaunch<'a> {
     pub(crate) etcd_url: &'a str,
     pub(crate) etcd_prefix: &'a str,
     pub(crate) files: &'a ApiServerFiles,
+    /// Appended to the command line (e.g. an audit policy).
+    pub(crate) extra_args: &'a [String],
 }
 
 /// Starts a kube-apiserver and waits for `/readyz`, retrying on a port clash.
@@ -315,6 +325,7 @@ where
         etcd_url,
         etcd_prefix,
         files,
+        extra_args,
     } = *launch;
     let attempts = if fixed_port.is_some() { 1 } else { 3 };
     let mut last = None;
@@ -325,7 +336,8 @@ where
         };
         let kubeconfig = admin_kubeconfig(port)?;
         let client = kubeconfig::client_from_kubeconfig_yaml(&kubeconfig).await?;
-        let args = apiserver_args(bind, port, etcd_url, etcd_prefix, files);
+        let mut args = apiserver_args(bind, port, etcd_url, etcd_prefix, files);
+        args.extend(extra_args.iter().cloned());
         let log = dir.join(format!("{name}.log"));
         let mut p = ManagedProcess::spawn(name, bin, &args, &log)?;
         match wait_ready(&mut p, start_timeout(), || probe_ok(&client, "/readyz")).await {
@@ -366,7 +378,22 @@ impl Plane {
 
     /// Starts a private plane from the given binaries. Blocking, like [`Plane::start`].
     pub fn start_with(binaries: Binaries) -> Result<Plane> {
-        block_on_isolated("mk8s-testenv-start", move || start_plane(binaries))
+        Self::start_with_options(binaries, PlaneOptions::default())
+    }
+
+    /// Starts a private plane with options (e.g. extra kube-apiserver flags such as an audit
+    /// policy). Blocking, like [`Plane::start`].
+    pub fn start_with_options(binaries: Binaries, options: PlaneOptions) -> Result<Plane> {
+        block_on_isolated("mk8s-testenv-start", move || start_plane(binaries, options))
+    }
+
+    /// Names and pids of the plane's processes (`etcd`, `kube-apiserver`,
+    /// `kube-controller-manager`), e.g. to sample their memory and CPU in `/proc`.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .lock()
+            .map(|ps| ps.iter().map(|p| (p.name.clone(), p.pid())).collect())
+            .unwrap_or_default()
     }
 
     /// A fresh admin (`system:masters`) client for the current tokio runtime.
@@ -796,7 +823,7 @@ fn kcm_args(dir: &Path, kubeconfig: &Path, sa_key: &Path, port: u16) -> Vec<Stri
     ]
 }
 
-async fn start_plane(binaries: Binaries) -> Result<Plane> {
+async fn start_plane(binaries: Binaries, options: PlaneOptions) -> Result<Plane> {
     let t0 = Instant::now();
     let session = session()?;
     let id = session.next_id();
@@ -935,6 +962,7 @@ async fn start_plane(binaries: Binaries) -> Result<Plane> {
             etcd_url: &etcd_url,
             etcd_prefix: "/registry-mgmt",
             files: &files,
+            extra_args: &options.apiserver_args,
         },
         admin_kc,
     )

@@ -258,6 +258,7 @@ async fn start_in(
             etcd_url: &ctx.etcd_url,
             etcd_prefix: &etcd_prefix,
             files: &files,
+            extra_args: &[],
         },
         |port| {
             Ok(kubeconfig::render(
