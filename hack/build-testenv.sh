@@ -8,6 +8,7 @@
 #   k8s-v<ver>/{kube-apiserver,kube-controller-manager}
 #   etcd-v<ver>/etcd
 #   capi-v<ver>/{crd/*.yaml,webhook/manifests.yaml,capi-manager,clusterctl}
+#   clusterctl-v<capi>-cm<cert-manager>/{core-components.yaml,metadata.yaml,cert-manager-crds/*.yaml}
 #   helm-v<ver>/helm
 # Each directory is created atomically (built in a temp dir, then renamed), so an
 # interrupted build never leaves a half-filled cache that a later run trusts.
@@ -192,6 +193,34 @@ build_capi_bins() {
   finish "$tmp" "$out"; rm -rf "$w"
 }
 
+build_clusterctl_repo() {
+  # What `clusterctl init` needs offline: CAPI core's provider components, assembled from
+  # the module's kustomize config as CAPI's release does (the image named as released; the
+  # Deployment never runs here), its metadata.yaml, and cert-manager's CRDs (clusterctl's
+  # cert-manager check only creates a test Issuer and Certificate).
+  local out="$cache/clusterctl-v$CAPI_VERSION-cm$CERT_MANAGER_VERSION"
+  if [ -f "$out/.complete" ]; then log "clusterctl repository (CAPI v$CAPI_VERSION, cert-manager v$CERT_MANAGER_VERSION) cached"; return; fi
+  command -v kubectl >/dev/null || die "kubectl is needed to assemble CAPI's core components"
+  log "assembling CAPI v$CAPI_VERSION core components and cert-manager v$CERT_MANAGER_VERSION CRDs"
+  local w="$cache/.work-clusterctl" tmp="$cache/.tmp-clusterctl" dir cm
+  new_wrapper "$w"; rm -rf "$tmp"; mkdir -p "$tmp/cert-manager-crds"
+  dir=$(cd "$w" && capi_module_dir)
+  cm=$(cd "$w" && go mod download -json "github.com/cert-manager/cert-manager@v$CERT_MANAGER_VERSION" \
+         | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+  [ -d "$dir/core/config/default" ] || die "no core/config/default in $dir"
+  [ -d "$cm/deploy/crds" ] || die "no deploy/crds in cert-manager v$CERT_MANAGER_VERSION"
+  kubectl kustomize "$dir/core/config/default" \
+    | sed "s#image: gcr.io/k8s-staging-cluster-api/cluster-api-controller:main#image: registry.k8s.io/cluster-api/cluster-api-controller:v$CAPI_VERSION#" \
+    > "$tmp/core-components.yaml"
+  grep -q "cluster-api-controller:v$CAPI_VERSION" "$tmp/core-components.yaml" || die "unexpected image in CAPI's core components"
+  cp "$dir/metadata.yaml" "$tmp/metadata.yaml"
+  cp "$cm"/deploy/crds/*.yaml "$tmp/cert-manager-crds/"
+  chmod -R u+w "$tmp"
+  [ "$(find "$tmp/cert-manager-crds" -name '*.yaml' | wc -l)" -ge 6 ] || die "too few cert-manager CRDs"
+  touch "$tmp/.complete"
+  finish "$tmp" "$out"; rm -rf "$w"
+}
+
 build_helm() {
   local out="$cache/helm-v$HELM_VERSION"
   if version_ok "$out/helm" "v$HELM_VERSION" version --short; then log "helm v$HELM_VERSION cached"; return; fi
@@ -214,7 +243,7 @@ start=$(date +%s)
 build_etcd
 build_k8s
 build_capi_crds
-if [ "$with_capi" = 1 ]; then build_capi_bins; fi
+if [ "$with_capi" = 1 ]; then build_capi_bins; build_clusterctl_repo; fi
 if [ "$with_helm" = 1 ]; then build_helm; fi
 log "done in $(( $(date +%s) - start ))s; cache uses $(du -sh "$cache" | cut -f1)"
 echo "$cache"

@@ -1,6 +1,10 @@
 //! Generates every committed manifest from the code: `config/crd/*.yaml` from the CRD types
 //! and `config/rbac/*.yaml` from the rules each manager declares. `make manifests` writes
-//! them; a test fails when the committed copies differ.
+//! them; a test fails when the committed copies differ. [`release`] renders the clusterctl
+//! release manifests (`make release-manifests`).
+
+pub mod chart;
+pub mod release;
 
 use std::collections::BTreeMap;
 
@@ -156,5 +160,7 @@ pub fn generate() -> Result<Vec<(String, String)>, serde_saphyr::ser::Error> {
         "config/rbac/control-plane.yaml".into(),
         format!("{header}{}", yaml_documents(&cp)?),
     ));
+    // The Helm chart's CRD and RBAC templates (charts/microk8s-capi).
+    files.extend(chart::chart_files()?);
     Ok(files)
 }

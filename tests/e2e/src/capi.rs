@@ -39,6 +39,11 @@ fn b64(s: &str) -> String {
 impl CapiCore {
     /// Starts the manager, waits for it, then wires conversion and webhooks to it.
     pub async fn start(plane: &Plane, dir: &Path) -> CapiCore {
+        Self::start_with(plane, dir, &[]).await
+    }
+
+    /// [`CapiCore::start`] with extra flags (e.g. `--kube-api-qps`, `--cluster-concurrency`).
+    pub async fn start_with(plane: &Plane, dir: &Path, extra_args: &[String]) -> CapiCore {
         std::fs::create_dir_all(dir).unwrap();
         assert!(
             plane.binaries().has_capi_binaries(),
@@ -74,6 +79,7 @@ impl CapiCore {
             .arg(format!("--diagnostics-address=127.0.0.1:{diag_port}"))
             .arg("--insecure-diagnostics")
             .arg("--feature-gates=ClusterTopology=true,MachinePool=true")
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
@@ -116,7 +122,9 @@ impl CapiCore {
         }
     }
 
-    /// Points the CRDs' conversion and the webhook configurations at the manager.
+    /// Points the CRDs' conversion and the webhook configurations at the manager. CRDs and
+    /// webhook configurations installed by `clusterctl init` (pointing at the Service
+    /// `capi-webhook-service`, which has no pods here) are rewired the same way.
     async fn wire(&self, plane: &Plane, ca_pem: &str) {
         let client = plane.client().await;
         let base = format!("https://127.0.0.1:{}", self.webhook_port);
@@ -129,7 +137,7 @@ impl CapiCore {
             let name = crd.metadata.name.clone().unwrap();
             let patch = json!({"spec": {"conversion": {"strategy": "Webhook", "webhook": {
                 "conversionReviewVersions": ["v1", "v1beta1"],
-                "clientConfig": {"url": format!("{base}/convert"), "caBundle": b64(ca_pem)}}}}});
+                "clientConfig": {"url": format!("{base}/convert"), "caBundle": b64(ca_pem), "service": null}}}}});
             crds.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .unwrap_or_else(|e| panic!("conversion for {name}: {e}"));
@@ -151,8 +159,29 @@ impl CapiCore {
                 kind.ends_with("WebhookConfiguration"),
                 "unexpected {kind} in webhook manifests"
             );
-            crate::apply_value(&client, &doc, None).await;
+            let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                &kind,
+            ));
+            let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            if api.get_opt(&name).await.unwrap().is_some() {
+                // Installed by clusterctl: replace the webhooks list whole (a merge patch
+                // replaces lists), so that no `clientConfig.service` is left beside the URL.
+                let patch = json!({"webhooks": doc["webhooks"]});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap_or_else(|e| panic!("rewiring {kind} {name}: {e}"));
+            } else {
+                crate::apply_value(&client, &doc, None).await;
+            }
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().ok().map(|c| c.id())
     }
 
     /// Whether the process still runs.

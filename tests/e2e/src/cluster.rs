@@ -160,6 +160,19 @@ pub struct Expect {
 /// Cluster `Available`, every Machine with a nodeRef and Running, Nodes Ready in the workload
 /// API server, the `<cluster>-kubeconfig` Secret working, dqlite members = control planes.
 pub async fn wait_converged(env: &Env, client: &kube::Client, ns: &str, name: &str, expect: Expect, timeout: Duration) {
+    wait_converged_on(&env.sim, client, ns, name, expect, timeout).await;
+}
+
+/// [`wait_converged`] with the simulator given (a management cluster other than the shared
+/// environment's).
+pub async fn wait_converged_on(
+    sim: &mk8s_sim::SimHandle,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    expect: Expect,
+    timeout: Duration,
+) {
     let clusters = dynamic(client, ns, "cluster.x-k8s.io/v1beta2", "Cluster");
     eventually(
         timeout,
@@ -224,7 +237,7 @@ pub async fn wait_converged(env: &Env, client: &kube::Client, ns: &str, name: &s
             if ready < live.len() {
                 return Err(format!("{ready} Ready nodes for {} machines", live.len()));
             }
-            let snap = env.sim.cluster(ns, name).ok_or("no simulated cluster")?;
+            let snap = sim.cluster(ns, name).ok_or("no simulated cluster")?;
             let members = snap.member_addresses();
             if members.len() != expect.control_planes {
                 return Err(format!(

@@ -10,7 +10,9 @@
 
 pub mod capi;
 pub mod cluster;
+pub mod clusterctl;
 pub mod managers;
+pub mod packaging;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

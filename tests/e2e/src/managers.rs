@@ -73,6 +73,12 @@ pub struct Manager {
 impl Manager {
     /// Starts a manager under its ServiceAccount and waits until it is ready.
     pub async fn start(plane: &Plane, kind: ManagerKind, dir: &Path) -> Manager {
+        Self::start_with(plane, kind, dir, &[]).await
+    }
+
+    /// [`Manager::start`] with extra flags (e.g. `--concurrency`, `--metrics-bind-address`);
+    /// a flag given here replaces the default of the same name.
+    pub async fn start_with(plane: &Plane, kind: ManagerKind, dir: &Path, extra_args: &[String]) -> Manager {
         let kubeconfig = dir.join(format!("{}.kubeconfig", kind.binary()));
         if !kubeconfig.exists() {
             let yaml = plane
@@ -89,22 +95,31 @@ impl Manager {
             .open(&log)
             .unwrap();
         let _ = writeln!(out, "=== starting {} ===", kind.binary());
+        let defaults = [
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--health-probe-bind-address=127.0.0.1:{health_port}"),
+            "--metrics-bind-address=127.0.0.1:0".to_string(),
+            "--leader-elect".to_string(),
+            format!("--leader-election-namespace={}", kind.namespace()),
+            "--leader-election-lease-duration=4".to_string(),
+            "--log-format=json".to_string(),
+        ];
+        let flag = |a: &str| a.split('=').next().unwrap_or_default().to_string();
         let mut cmd = Command::new(crate::binary(kind.binary()));
-        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--health-probe-bind-address=127.0.0.1:{health_port}"))
-            .arg("--metrics-bind-address=127.0.0.1:0")
-            .arg("--leader-elect")
-            .arg(format!("--leader-election-namespace={}", kind.namespace()))
-            .arg("--leader-election-lease-duration=4")
-            .arg("--log-format=json")
-            .env(
-                "RUST_LOG",
-                std::env::var("E2E_MANAGER_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("POD_NAME", format!("{}-{}", kind.binary(), std::process::id()))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
+        cmd.args(
+            defaults
+                .iter()
+                .filter(|d| !extra_args.iter().any(|e| flag(e) == flag(d))),
+        )
+        .args(extra_args)
+        .env(
+            "RUST_LOG",
+            std::env::var("E2E_MANAGER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env("POD_NAME", format!("{}-{}", kind.binary(), std::process::id()))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
         let child = mk8s_testenv::spawn_with_pdeathsig(cmd).expect("start manager");
         let mut m = Manager {
             kind,
@@ -158,6 +173,11 @@ impl Manager {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The last lines of its log.
