@@ -52,3 +52,29 @@ demo: ## Start a local management plane, create a 3+2 MicroK8s cluster on the si
 	$(CARGO) build --locked --workspace --bins
 	bash hack/sweep-testenv.sh
 	$(CARGO_TARGET_DIR)/debug/mk8s-demo $(DEMO_ARGS)
+
+.PHONY: chart-lint image-binaries
+chart-lint: ## helm lint + template of charts/microk8s-capi, applied by server-side dry-run; the cloud templates checked
+	bash hack/build-testenv.sh --all >/dev/null
+	$(CARGO) build --locked --workspace --bins
+	bash hack/sweep-testenv.sh
+	$(CARGO) test --locked -p mk8s-e2e --test packaging
+	bash hack/sweep-testenv.sh
+
+image-binaries: ## The release build of the image (Dockerfile): both managers in target/release
+	$(CARGO) build --release --locked -p mk8s-bootstrap -p mk8s-controlplane
+
+.PHONY: bench takeover
+bench: ## Benchmarks on the local plane (release build): `make bench BENCH_ARGS="available --runs 3"`; table + target/bench/results.json
+	bash hack/build-testenv.sh --with-capi >/dev/null
+	$(CARGO) build --release --locked --workspace --bins
+	bash hack/sweep-testenv.sh
+	BENCH_OUT=$${BENCH_OUT:-target/bench/results.json} $(CARGO_TARGET_DIR)/release/mk8s-bench $(BENCH_ARGS)
+	bash hack/sweep-testenv.sh
+
+takeover: ## Take over a running cluster left by Canonical's providers (synthetic starting state; see README)
+	bash hack/build-testenv.sh --with-capi >/dev/null
+	$(CARGO) build --locked --workspace --bins
+	bash hack/sweep-testenv.sh
+	$(CARGO) test --locked -p mk8s-e2e --test takeover -- --nocapture
+	bash hack/sweep-testenv.sh

@@ -1,0 +1,136 @@
+//! Scenario 1: time from applying a cluster to its Cluster `Available`, on a fresh plane per
+//! run, with the simulator in its normal mode (one real workload apiserver per cluster).
+
+use std::time::{Duration, Instant};
+
+use kube::api::DynamicObject;
+use mk8s_e2e::ManagerKind;
+use mk8s_e2e::cluster::{self, Shape};
+use serde::Serialize;
+
+use crate::env::{BenchEnv, EnvOptions, SimOptions};
+
+/// Delays of the simulated machines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Delays {
+    /// No boot or install delay.
+    Zero,
+    /// 30 s VM boot, 60 s snap install (real time).
+    Realistic,
+}
+
+impl Delays {
+    /// (boot, install).
+    pub fn durations(self) -> (Duration, Duration) {
+        match self {
+            Delays::Zero => (Duration::ZERO, Duration::ZERO),
+            Delays::Realistic => (Duration::from_secs(30), Duration::from_secs(60)),
+        }
+    }
+
+    /// Label in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Delays::Zero => "zero delays",
+            Delays::Realistic => "30 s boot + 60 s install",
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    /// Seconds from the first apply to Cluster `Available` (None: timed out).
+    pub available_s: Option<f64>,
+    /// Seconds to the control plane's `status.initialized`.
+    pub initialized_s: Option<f64>,
+    /// Seconds until every Machine had a nodeRef.
+    pub all_nodes_s: Option<f64>,
+}
+
+fn cond_true(o: &DynamicObject, type_: &str) -> bool {
+    o.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == type_ && c["status"] == "True"))
+}
+
+/// Runs one cluster of `cp` control planes and `workers` workers to Available.
+pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run {
+    let (boot, install) = delays.durations();
+    let env = BenchEnv::start(&EnvOptions {
+        name: label.to_string(),
+        audit: false,
+        capi: true,
+        capi_args: vec![],
+        sim: Some(SimOptions {
+            light: false,
+            boot_delay: boot,
+            install_delay: install,
+            concurrency: 16,
+        }),
+        managers: vec![ManagerKind::Bootstrap, ManagerKind::ControlPlane],
+        manager_args: vec![],
+    })
+    .await;
+    let client = env.client.clone();
+    let ns = env.plane().namespace("bench").await.expect("namespace");
+    let shape = Shape::new("c", cp, workers);
+    let clusters = cluster::dynamic(&client, &ns, "cluster.x-k8s.io/v1beta2", "Cluster");
+    let mcps = cluster::dynamic(
+        &client,
+        &ns,
+        "controlplane.cluster.x-k8s.io/v1beta1",
+        "MicroK8sControlPlane",
+    );
+    let timeout = match delays {
+        Delays::Zero => Duration::from_secs(600),
+        Delays::Realistic => Duration::from_secs(1500),
+    };
+    let t0 = Instant::now();
+    cluster::apply(&client, &ns, &shape.objects()).await;
+    let mut run = Run {
+        available_s: None,
+        initialized_s: None,
+        all_nodes_s: None,
+    };
+    let want = usize::try_from(cp + workers).unwrap_or(0);
+    while t0.elapsed() < timeout {
+        let now = t0.elapsed().as_secs_f64();
+        if run.initialized_s.is_none()
+            && let Ok(m) = mcps.get("c-control-plane").await
+            && m.data["status"]["initialized"] == true
+        {
+            run.initialized_s = Some(now);
+        }
+        if run.all_nodes_s.is_none() {
+            let ms = cluster::machines(&client, &ns, "c").await;
+            if ms.len() == want
+                && ms
+                    .iter()
+                    .all(|m| m.status.as_ref().is_some_and(|s| s.node_ref.is_some()))
+            {
+                run.all_nodes_s = Some(now);
+            }
+        }
+        if run.available_s.is_none()
+            && let Ok(c) = clusters.get("c").await
+            && cond_true(&c, "Available")
+        {
+            run.available_s = Some(now);
+        }
+        if run.available_s.is_some() && run.all_nodes_s.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if run.available_s.is_none() {
+        let conditions = clusters
+            .get("c")
+            .await
+            .map(|c| c.data["status"]["conditions"].to_string())
+            .unwrap_or_default();
+        eprintln!("bench: {label}: Cluster not Available after {timeout:?}; its conditions: {conditions}");
+    }
+    env.stop().await;
+    run
+}

@@ -1,0 +1,247 @@
+//! A benchmark environment: a private management plane (so that every run starts from a
+//! fresh etcd), optionally with an audit log, the real CAPI core manager, the simulator
+//! (in-process, normal or light mode) and our managers as processes under their
+//! ServiceAccounts — the e2e plane, owned by one run and torn down after it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mk8s_e2e::capi::CapiCore;
+use mk8s_e2e::managers::{self, Manager, ManagerKind};
+use mk8s_testenv::{Binaries, Plane, PlaneOptions};
+
+/// What a run needs.
+#[derive(Clone, Debug)]
+pub struct EnvOptions {
+    /// Directory name of the run.
+    pub name: String,
+    /// Write an audit log of every request (Metadata level).
+    pub audit: bool,
+    /// Run the CAPI core manager.
+    pub capi: bool,
+    /// Extra flags of the CAPI core manager.
+    pub capi_args: Vec<String>,
+    /// Run the simulator.
+    pub sim: Option<SimOptions>,
+    /// Our managers to run.
+    pub managers: Vec<ManagerKind>,
+    /// Extra flags of our managers.
+    pub manager_args: Vec<String>,
+}
+
+/// Simulator settings of a run.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Light mode (one shared workload apiserver).
+    pub light: bool,
+    /// Real-time delay before a machine's "VM" is up.
+    pub boot_delay: Duration,
+    /// Real-time duration of a snap install.
+    pub install_delay: Duration,
+    /// Objects of each kind the simulator reconciles at once.
+    pub concurrency: u16,
+}
+
+/// A running environment.
+pub struct BenchEnv {
+    plane: Option<Plane>,
+    capi: Option<CapiCore>,
+    /// The simulator.
+    pub sim: Option<mk8s_sim::SimHandle>,
+    managers: Vec<(Manager, u16)>,
+    /// Directory of the run (logs, audit log, simulator state).
+    pub dir: PathBuf,
+    /// The audit log, when enabled.
+    pub audit_log: Option<PathBuf>,
+    /// Admin client of the management plane.
+    pub client: kube::Client,
+}
+
+/// The audit policy: every request at Metadata level, once (when complete), except the
+/// plane's own components.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+- level: None
+  users: ["system:kube-controller-manager", "system:apiserver"]
+- level: None
+  userGroups: ["system:nodes"]
+- level: Metadata
+"#;
+
+fn free_port() -> u16 {
+    mk8s_e2e::capi::free_port()
+}
+
+/// The root of the runs' directories (removed by [`BenchEnv::stop`] unless `BENCH_KEEP=1`).
+pub fn work_root() -> PathBuf {
+    std::env::temp_dir().join(format!("mk8s-bench-{}", std::process::id()))
+}
+
+impl BenchEnv {
+    /// Starts everything the options ask for.
+    pub async fn start(o: &EnvOptions) -> BenchEnv {
+        let dir = work_root().join(&o.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("run directory");
+        let mut popts = PlaneOptions::default();
+        let audit_log = o.audit.then(|| dir.join("audit.log"));
+        if let Some(log) = &audit_log {
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY).expect("audit policy");
+            popts.apiserver_args = vec![
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", log.display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=0".into(),
+                "--audit-log-maxbackup=0".into(),
+            ];
+        }
+        let plane = tokio::task::spawn_blocking(move || {
+            let b = Binaries::discover().unwrap_or_else(|e| panic!("test binaries: {e}"));
+            Plane::start_with_options(b, popts)
+        })
+        .await
+        .expect("plane thread")
+        .unwrap_or_else(|e| panic!("management plane: {e}"));
+        plane.install_capi_crds().await.expect("CAPI CRDs");
+        let mut crds: Vec<_> = mk8s_api::crd::all().into_iter().map(|(_, c)| c).collect();
+        crds.extend(mk8s_sim::crds().into_iter().map(|(_, c)| c));
+        plane.apply_crds(&crds).await.expect("CRDs");
+        let client = plane.client().await;
+
+        let capi = if o.capi {
+            Some(CapiCore::start_with(&plane, &dir.join("capi"), &o.capi_args).await)
+        } else {
+            None
+        };
+        let sim = match &o.sim {
+            Some(s) => {
+                let mut cfg = mk8s_sim::Config::new();
+                cfg.state_dir = dir.join("sim");
+                cfg.stub_binary = Some(mk8s_e2e::binary("mk8s-sim"));
+                cfg.sleep_scale = 0.02;
+                cfg.light = s.light;
+                cfg.boot_delay = s.boot_delay;
+                cfg.install_delay = s.install_delay;
+                cfg.concurrency = s.concurrency;
+                Some(
+                    mk8s_sim::run_with_client(cfg, plane.client().await)
+                        .await
+                        .expect("simulator starts"),
+                )
+            }
+            None => None,
+        };
+        let root = mk8s_testenv::workspace_root();
+        for ns in [managers::BOOTSTRAP_NS, managers::CONTROL_PLANE_NS] {
+            managers::ensure_namespace(&client, ns).await;
+        }
+        for file in ["config/rbac/bootstrap.yaml", "config/rbac/control-plane.yaml"] {
+            let text = std::fs::read_to_string(root.join(file)).expect("RBAC manifests");
+            mk8s_e2e::apply_yaml(&client, &text, None).await;
+        }
+        let mut ms = vec![];
+        for kind in &o.managers {
+            let port = free_port();
+            // The production default lease duration (the e2e harness shortens it to 4 s).
+            let mut args = vec![
+                format!("--metrics-bind-address=127.0.0.1:{port}"),
+                "--leader-election-lease-duration=15".to_string(),
+            ];
+            args.extend(o.manager_args.iter().cloned());
+            ms.push((Manager::start_with(&plane, *kind, &dir, &args).await, port));
+        }
+        BenchEnv {
+            plane: Some(plane),
+            capi,
+            sim,
+            managers: ms,
+            dir,
+            audit_log,
+            client,
+        }
+    }
+
+    /// The plane.
+    pub fn plane(&self) -> &Plane {
+        self.plane.as_ref().expect("plane")
+    }
+
+    /// Pid of one of our managers.
+    pub fn manager_pid(&self, kind: ManagerKind) -> Option<u32> {
+        self.managers.iter().find(|(m, _)| m.kind == kind).map(|(m, _)| m.pid())
+    }
+
+    /// Pid of the CAPI core manager.
+    pub fn capi_pid(&self) -> Option<u32> {
+        self.capi.as_ref().and_then(CapiCore::pid)
+    }
+
+    /// A process of the plane by name (`kube-apiserver`, `etcd`, …).
+    pub fn plane_pid(&self, name: &str) -> Option<u32> {
+        self.plane().pids().into_iter().find(|(n, _)| n == name).map(|(_, p)| p)
+    }
+
+    /// `/metrics` of one of our managers.
+    pub async fn metrics(&self, kind: ManagerKind) -> String {
+        let Some(port) = self.managers.iter().find(|(m, _)| m.kind == kind).map(|(_, p)| *p) else {
+            return String::new();
+        };
+        tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Tears everything down, managers first; removes the run directory unless `BENCH_KEEP=1`.
+    pub async fn stop(mut self) {
+        for (m, _) in self.managers.drain(..) {
+            m.stop(true);
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+        let capi = self.capi.take();
+        let plane = self.plane.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(capi);
+            drop(plane);
+        })
+        .await;
+        if std::env::var("BENCH_KEEP").as_deref() != Ok("1") {
+            remove_dir(&self.dir);
+        }
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A plain HTTP GET on loopback; the body (empty on failure).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Sum of a Prometheus counter over all its label sets.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
