@@ -576,6 +576,22 @@ impl<'a> Rec<'a> {
         }
     }
 
+    /// Creates the pod that refreshes `st.node`'s snap to `st.channel` (in-place upgrade).
+    async fn start_snap_refresh(&self, w: &Workload, machine: &str, st: &InPlaceState) -> Result<()> {
+        w.ensure_action_prerequisites(None).await?;
+        let pod = node_action::snap_refresh_pod(
+            &st.pod,
+            &st.node,
+            machine,
+            &self.ctx.cfg.node_action_image,
+            &st.channel,
+            st.classic,
+        )?;
+        w.create_pod(&pod).await?;
+        self.ctx.metrics.action(names::ACTION_SNAP_REFRESH, "started");
+        Ok(())
+    }
+
     async fn patch_machine(&self, name: &str, patch: serde_json::Value) -> Result<()> {
         self.machines_api()
             .patch(name, &patch_params(), &Patch::Merge(&patch))
@@ -837,25 +853,9 @@ impl<'a> Rec<'a> {
             }
             InPlaceNext::CreatePod => {
                 if let Some(w) = w {
-                    w.ensure_action_prerequisites(None).await?;
-                    let pod = node_action::snap_refresh_pod(
-                        &st.pod,
-                        &st.node,
-                        &m.name,
-                        &self.ctx.cfg.node_action_image,
-                        &st.channel,
-                        st.classic,
-                    )?;
-                    w.create_pod(&pod).await?;
-                    self.ctx.metrics.action(names::ACTION_SNAP_REFRESH, "started");
+                    self.start_snap_refresh(w, &m.name, &st).await?;
                 }
-                Ok((
-                    Some(format!(
-                        "machine {}: refreshing the snap of node {} to {}",
-                        m.name, st.node, st.channel
-                    )),
-                    None,
-                ))
+                Ok((Some(refreshing_note(&m.name, &st)), None))
             }
             InPlaceNext::PodDone => {
                 if let Some(w) = w {
@@ -981,17 +981,7 @@ impl<'a> Rec<'a> {
             machines::annotation_patch(names::ANNOTATION_IN_PLACE, Some(serde_json::to_string(&st)?)),
         )
         .await?;
-        w.ensure_action_prerequisites(None).await?;
-        let pod = node_action::snap_refresh_pod(
-            &st.pod,
-            &st.node,
-            &m.name,
-            &self.ctx.cfg.node_action_image,
-            &st.channel,
-            st.classic,
-        )?;
-        w.create_pod(&pod).await?;
-        self.ctx.metrics.action(names::ACTION_SNAP_REFRESH, "started");
+        self.start_snap_refresh(w, &m.name, &st).await?;
         self.ctx
             .events
             .normal(
@@ -1003,10 +993,7 @@ impl<'a> Rec<'a> {
                 ),
             )
             .await;
-        extra.in_flight.push(format!(
-            "machine {}: refreshing the snap of node {} to {}",
-            m.name, st.node, st.channel
-        ));
+        extra.in_flight.push(refreshing_note(&m.name, &st));
         Ok(())
     }
 
@@ -1449,4 +1436,12 @@ impl<'a> Rec<'a> {
             .get_or_create(&cpl)
             .set(i64::from(matches!(p.remediation, RemediationDecision::Blocked { .. })));
     }
+}
+
+/// What an in-place refresh in flight is doing, for conditions.
+fn refreshing_note(machine: &str, st: &InPlaceState) -> String {
+    format!(
+        "machine {machine}: refreshing the snap of node {} to {}",
+        st.node, st.channel
+    )
 }
