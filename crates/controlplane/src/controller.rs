@@ -3,8 +3,9 @@
 //! Triggers: the control planes themselves; Clusters (through `spec.controlPlaneRef`, by group
 //! and kind, never version); Machines (controller reference to a control plane, else their
 //! Cluster's control plane — workers matter for providerIDs and deletion); MicroK8sConfigs
-//! (owner reference); Secrets labelled with a cluster name (metadata only); and each workload
-//! cluster's Nodes and node action pods.
+//! (owner reference); Secrets labelled with a cluster name (metadata only, also feeding the
+//! [`SecretCache`]); and each workload cluster's Nodes and node action pods. Control plane
+//! infrastructure machines are watched (metadata only) by [`InfraMeta`] without triggering.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,20 +13,20 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
-use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::Api;
-use kube::core::{ApiResource, PartialObjectMeta};
+use kube::core::ApiResource;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use mk8s_api::capi::{Cluster, ObjRef};
 use mk8s_api::consts::LABEL_CLUSTER_NAME;
-use mk8s_api::{MicroK8sConfig, MicroK8sControlPlane};
+use mk8s_api::{MicroK8sConfig, MicroK8sControlPlane, MicroK8sControlPlaneStatus};
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use tracing::{debug, info, warn};
 
+use crate::cache::{self, InfraMeta, SecretCache};
 use crate::config::ControllerConfig;
 use crate::error::Error;
 use crate::events::Events;
@@ -50,6 +51,32 @@ pub enum Expect {
 struct Pending {
     expects: Vec<Expect>,
     since: Instant,
+}
+
+/// The status this manager last wrote for a control plane, and the `resourceVersion` it was
+/// computed from.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// The object's `resourceVersion` the status was computed from.
+    pub from: String,
+    /// The status written.
+    pub status: MicroK8sControlPlaneStatus,
+}
+
+/// The status a reconcile starts from. The control plane handed to a reconcile comes from the
+/// watch cache, which can lag this manager's own status write by seconds on a busy API server;
+/// while it still shows the very version the last write was computed from, that write is the
+/// truth (else a second reconcile would report `Initialized` twice, or undo and redo a
+/// condition). Any other version — the write arrived, or someone else wrote — is taken as is.
+pub fn effective_status(
+    resource_version: Option<&str>,
+    stored: Option<&MicroK8sControlPlaneStatus>,
+    written: Option<&Written>,
+) -> Option<MicroK8sControlPlaneStatus> {
+    match written {
+        Some(w) if resource_version == Some(w.from.as_str()) => Some(w.status.clone()),
+        _ => stored.cloned(),
+    }
 }
 
 /// How long an unmet expectation holds decisions back before it is dropped.
@@ -77,11 +104,17 @@ pub struct Context {
     pub backoff: Backoff,
     /// Served versions of infrastructure kinds.
     pub kinds: Kinds,
+    /// Secrets read by name (CA, kubeconfig, auth token).
+    pub secrets: SecretCache,
+    /// Control plane infrastructure machines' metadata.
+    pub infra: InfraMeta,
     /// Metrics.
     pub metrics: CpMetrics,
     expectations: Mutex<HashMap<String, Pending>>,
     /// Last orphan sweep per control plane.
     pub sweeps: Mutex<HashMap<String, Instant>>,
+    /// The status last written per control plane (see [`effective_status`]).
+    pub written: Mutex<HashMap<String, Written>>,
     /// Infrastructure templates known to carry their Cluster's owner reference.
     pub owned_templates: Mutex<std::collections::HashSet<String>>,
 }
@@ -143,6 +176,9 @@ impl Context {
             m.remove(key);
         }
         if let Ok(mut m) = self.sweeps.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = self.written.lock() {
             m.remove(key);
         }
         self.backoff.reset(key);
@@ -341,38 +377,23 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         },
         tx.clone(),
     ));
+    // Secrets: metadata only, label-selected (kubeconfig, CA changes); feeds the Secret cache.
+    let (secrets, secret_feed) = cache::secret_cache(client.clone());
     {
-        // Secrets: metadata only, label-selected (kubeconfig, CA changes).
         let clusters = clusters.clone();
         let cluster_ar = cluster_ar.clone();
-        let api: Api<PartialObjectMeta<Secret>> = rt.api();
         let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut s = watcher(
-                api,
-                watcher::Config::default().labels(LABEL_CLUSTER_NAME).any_semantic(),
-            )
-            .default_backoff()
-            .touched_objects()
-            .boxed();
-            while let Some(ev) = s.next().await {
-                match ev {
-                    Ok(obj) => {
-                        let obj: PartialObjectMeta<Secret> = obj;
-                        let label = obj
-                            .metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(LABEL_CLUSTER_NAME))
-                            .cloned();
-                        if let Some(r) = owner_or_cluster(&obj.metadata, label.as_deref(), &clusters, &cluster_ar) {
-                            let _ = tx.unbounded_send(r);
-                        }
-                    }
-                    Err(e) => warn!(watch = "secrets", error = %e, "watch failed; retrying"),
-                }
+        tasks.push(tokio::spawn(secret_feed.run(rt.api(), move |obj| {
+            let label = obj
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CLUSTER_NAME))
+                .cloned();
+            if let Some(r) = owner_or_cluster(&obj.metadata, label.as_deref(), &clusters, &cluster_ar) {
+                let _ = tx.unbounded_send(r);
             }
-        }));
+        })));
     }
 
     let stop = |tasks: Vec<tokio::task::JoinHandle<()>>| {
@@ -414,9 +435,12 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         configs,
         backoff: Backoff::default(),
         kinds: Kinds::default(),
+        secrets,
+        infra: InfraMeta::new(client.clone(), &rt.flags.namespace),
         metrics,
         expectations: Mutex::new(HashMap::new()),
         sweeps: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
         owned_templates: Mutex::new(Default::default()),
         rt: rt.clone(),
     });
@@ -438,6 +462,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         })
         .await;
     ctx.workloads.stop_all();
+    ctx.infra.stop_all();
     stop(tasks);
     info!("MicroK8sControlPlane controller stopped");
     Ok(())
@@ -466,8 +491,34 @@ pub fn error_policy(mcp: Arc<MicroK8sControlPlane>, err: &Error, ctx: Arc<Contex
 
 #[cfg(test)]
 mod tests {
-    use super::contains;
+    use super::{Written, contains, effective_status};
+    use mk8s_api::MicroK8sControlPlaneStatus;
     use serde_json::json;
+
+    #[test]
+    fn our_last_write_stands_while_the_cache_shows_what_it_was_computed_from() {
+        let stored = MicroK8sControlPlaneStatus::default();
+        let ours = MicroK8sControlPlaneStatus {
+            initialized: true,
+            ..Default::default()
+        };
+        let w = Written {
+            from: "10".into(),
+            status: ours.clone(),
+        };
+        assert_eq!(
+            effective_status(Some("10"), Some(&stored), Some(&w)),
+            Some(ours),
+            "cache lags our write"
+        );
+        assert_eq!(
+            effective_status(Some("11"), Some(&stored), Some(&w)),
+            Some(stored.clone()),
+            "a newer version (ours arrived, or another writer's) is taken as is"
+        );
+        assert_eq!(effective_status(Some("10"), Some(&stored), None), Some(stored.clone()));
+        assert_eq!(effective_status(None, None, Some(&w)), None);
+    }
 
     #[test]
     fn merge_patch_containment() {

@@ -49,13 +49,8 @@ pub(crate) async fn reconcile(r: &Rec<'_>) -> Result<Action> {
     }
     let cluster = r.ctx.cluster_of(r.mcp);
     if cluster.as_ref().is_some_and(|c| c.paused()) || r.mcp.annotations().contains_key(consts::ANNOTATION_PAUSED) {
-        r.patch_status(status::paused(
-            &r.mcp.status.clone().unwrap_or_default(),
-            "deletion is paused",
-            r.generation,
-            &r.tnow,
-        ))
-        .await?;
+        r.patch_status(status::paused(&r.prev(), "deletion is paused", r.generation, &r.tnow))
+            .await?;
         return Ok(Action::await_change());
     }
     // The cluster name: from the Cluster, else the owner reference, else the Machines.
@@ -82,7 +77,7 @@ pub(crate) async fn reconcile(r: &Rec<'_>) -> Result<Action> {
                     .is_some_and(|c| machines::is_control_plane_of(m, c))
         })
         .collect();
-    let prev = r.mcp.status.clone().unwrap_or_default();
+    let prev = r.prev();
 
     // Workers first, by Cluster API (only while the Cluster exists: without it nothing will
     // delete them, and they must not wedge this).

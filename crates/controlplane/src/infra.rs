@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
@@ -191,8 +191,8 @@ pub async fn get(
 }
 
 /// The cloned-from annotations of an infrastructure machine.
-pub fn cloned_from(obj: &DynamicObject) -> Option<ClonedFrom> {
-    let a = obj.annotations();
+pub fn cloned_from(meta: &ObjectMeta) -> Option<ClonedFrom> {
+    let a = meta.annotations.as_ref()?;
     Some(ClonedFrom {
         name: a.get(mk8s_api::consts::ANNOTATION_CLONED_FROM_NAME)?.clone(),
         group_kind: a.get(mk8s_api::consts::ANNOTATION_CLONED_FROM_GROUPKIND)?.clone(),

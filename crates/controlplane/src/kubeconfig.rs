@@ -172,6 +172,8 @@ pub struct Outcome {
 pub struct Inputs<'a> {
     /// Client of the management cluster.
     pub client: &'a kube::Client,
+    /// Where the CA and kubeconfig Secrets are read.
+    pub secrets: &'a crate::cache::SecretCache,
     /// Namespace.
     pub namespace: &'a str,
     /// Cluster name.
@@ -233,7 +235,7 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
     let server = server_url(i.host, i.port);
     let now = SystemTime::now();
     let ca_name = consts::ca_secret(i.cluster);
-    let ca = match secrets.get_opt(&ca_name).await? {
+    let ca = match i.secrets.get(i.namespace, &ca_name).await? {
         None => Err(cond_false(
             "WaitingForClusterCA",
             format!(
@@ -242,10 +244,10 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
         )),
         Some(s) => read_ca(&s).map_err(|e| cond_false("InvalidClusterCA", format!("Secret {ca_name}: {e}"))),
     };
-    let existing = secrets.get_opt(&name).await?;
+    let existing = i.secrets.get(i.namespace, &name).await?;
     let ca_pem = ca.as_ref().ok().map(|c| c.cert_pem().to_string());
-    let current_value = existing.as_ref().and_then(|s| secret_text(s, consts::KEY_KUBECONFIG));
-    let own = ownership(existing.as_ref(), i.mcp.0, ca_pem.as_deref());
+    let current_value = existing.as_deref().and_then(|s| secret_text(s, consts::KEY_KUBECONFIG));
+    let own = ownership(existing.as_deref(), i.mcp.0, ca_pem.as_deref());
     let pp = PostParams {
         field_manager: Some(names::FIELD_MANAGER.into()),
         ..Default::default()

@@ -5,6 +5,7 @@
 //! [`node_action`]); the reconciler ([`reconcile`]) gathers the facts, asks them, applies one
 //! step and writes status; [`controller`] wires the watches.
 
+pub mod cache;
 pub mod config;
 pub mod controller;
 mod deletion;

@@ -37,12 +37,13 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
             &["get", "list", "watch", "create", "patch", "delete"],
         ),
         // Infrastructure templates (read; Cluster owner reference added, which needs delete
-        // under OwnerReferencesPermissionEnforcement) and their clones (created, metadata
-        // applied, listed by label and deleted to clean up after half-failed creations).
+        // under OwnerReferencesPermissionEnforcement) and their clones (created, watched by
+        // label — metadata only —, metadata applied, deleted to clean up after half-failed
+        // creations).
         rule(
             "infrastructure.cluster.x-k8s.io",
             &["*"],
-            &["get", "list", "create", "patch", "delete"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
         rule("cluster.x-k8s.io", &["clusters"], READ),
         // Control plane Machines: created, labelled and annotated (hook, in-place state),

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -66,6 +65,8 @@ pub(crate) struct Rec<'a> {
     pub(crate) now: Timestamp,
     pub(crate) tnow: Time,
     pub(crate) generation: Option<i64>,
+    /// The status to start from (see [`crate::controller::effective_status`]).
+    pub(crate) status: Option<MicroK8sControlPlaneStatus>,
 }
 
 fn min_wait(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
@@ -95,21 +96,31 @@ impl<'a> Rec<'a> {
         let ns = mcp.namespace().unwrap_or_default();
         let name = mcp.name_any();
         let now = Timestamp::now();
+        let key = format!("{ns}/{name}");
+        let status = {
+            let written = ctx.written.lock().ok();
+            crate::controller::effective_status(
+                mcp.metadata.resource_version.as_deref(),
+                mcp.status.as_ref(),
+                written.as_ref().and_then(|w| w.get(&key)),
+            )
+        };
         Rec {
             api: Api::namespaced(ctx.rt.client.clone(), &ns),
-            key: format!("{ns}/{name}"),
+            key,
             ns,
             name,
             now,
             tnow: Time(now),
             generation: mcp.metadata.generation,
+            status,
             mcp,
             ctx,
         }
     }
 
-    fn prev(&self) -> MicroK8sControlPlaneStatus {
-        self.mcp.status.clone().unwrap_or_default()
+    pub(crate) fn prev(&self) -> MicroK8sControlPlaneStatus {
+        self.status.clone().unwrap_or_default()
     }
 
     fn machines_api(&self) -> Api<DynamicObject> {
@@ -136,7 +147,7 @@ impl<'a> Rec<'a> {
 
     /// Writes status with server-side apply, only when it changed.
     pub(crate) async fn patch_status(&self, st: MicroK8sControlPlaneStatus) -> Result<()> {
-        if self.mcp.status.as_ref() == Some(&st) {
+        if self.status.as_ref() == Some(&st) {
             return Ok(());
         }
         let body = json!({
@@ -151,12 +162,14 @@ impl<'a> Rec<'a> {
                 &Patch::Apply(body),
             )
             .await?;
+        if let (Some(from), Ok(mut w)) = (self.mcp.metadata.resource_version.clone(), self.ctx.written.lock()) {
+            w.insert(self.key.clone(), crate::controller::Written { from, status: st });
+        }
         Ok(())
     }
 
     fn condition_changed(&self, type_: &str, reason: &str) -> bool {
-        self.mcp
-            .status
+        self.status
             .as_ref()
             .and_then(|s| conditions::find(&s.conditions, type_))
             .is_none_or(|c| c.reason != reason)
@@ -277,6 +290,7 @@ impl<'a> Rec<'a> {
         // Kubeconfig and workload cluster.
         let kc = kubeconfig::reconcile(&kubeconfig::Inputs {
             client,
+            secrets: &self.ctx.secrets,
             namespace: &self.ns,
             cluster: cluster_name,
             mcp: (&self.name, &uid),
@@ -341,7 +355,7 @@ impl<'a> Rec<'a> {
             failure_domains: cluster.control_plane_failure_domains(),
             nodes: workload.as_ref().map(Workload::node_views).unwrap_or_default(),
             reachability,
-            was_initialized: self.mcp.status.as_ref().is_some_and(|s| s.initialized),
+            was_initialized: self.status.as_ref().is_some_and(|s| s.initialized),
             remediation_in_progress,
             now: self.now,
         };
@@ -461,8 +475,8 @@ impl<'a> Rec<'a> {
     }
 
     /// A Machine's view, with its MicroK8sConfig (store) and its infrastructure machine's
-    /// cloned-from annotations (read live).
-    async fn view(&self, m: &CpMachine) -> (MachineView, Option<(kube::core::ApiResource, DynamicObject)>) {
+    /// cloned-from annotations (from the infrastructure watch, else read live).
+    async fn view(&self, m: &CpMachine) -> (MachineView, Option<(kube::core::ApiResource, ObjectMeta)>) {
         let config_name = m
             .spec
             .base
@@ -487,17 +501,14 @@ impl<'a> Rec<'a> {
             && let Some(r) = m.spec.base.infrastructure_ref.as_ref()
         {
             match self.ctx.kinds.resolve(&self.ctx.rt.client, r.group(), &r.kind).await {
-                Ok(ar) => {
-                    let api: Api<DynamicObject> = Api::namespaced_with(self.ctx.rt.client.clone(), &self.ns, &ar);
-                    match api.get_opt(&r.name).await {
-                        Ok(Some(o)) => {
-                            cloned = infra::cloned_from(&o);
-                            infra_obj = Some((ar, o));
-                        }
-                        Ok(None) => {}
-                        Err(e) => debug!(machine = %m.name_any(), error = %e, "reading the infrastructure machine"),
+                Ok(ar) => match self.ctx.infra.get(&ar, &self.ns, &r.name).await {
+                    Ok(Some(meta)) => {
+                        cloned = infra::cloned_from(&meta);
+                        infra_obj = Some((ar, meta));
                     }
-                }
+                    Ok(None) => {}
+                    Err(e) => debug!(machine = %m.name_any(), error = %e, "reading the infrastructure machine"),
+                },
                 Err(e) => debug!(machine = %m.name_any(), error = %e, "resolving the infrastructure kind"),
             }
         }
@@ -612,9 +623,10 @@ impl<'a> Rec<'a> {
     }
 
     async fn auth_token(&self, cluster: &str) -> Result<Option<String>> {
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.rt.client.clone(), &self.ns);
-        Ok(secrets
-            .get_opt(&consts::auth_token_secret(cluster))
+        Ok(self
+            .ctx
+            .secrets
+            .get(&self.ns, &consts::auth_token_secret(cluster))
             .await?
             .and_then(|s| kubeconfig::secret_text(&s, consts::KEY_AUTH_TOKEN))
             .filter(|t| !t.is_empty()))
@@ -1204,7 +1216,7 @@ impl<'a> Rec<'a> {
         &self,
         raw: &[&Arc<CpMachine>],
         cp: &ControlPlane,
-        infra_objects: &std::collections::HashMap<String, (kube::core::ApiResource, DynamicObject)>,
+        infra_objects: &std::collections::HashMap<String, (kube::core::ApiResource, ObjectMeta)>,
     ) {
         let core = self.ctx.rt.core_version;
         let meta = machines::template_metadata(&self.mcp.spec);
@@ -1258,11 +1270,11 @@ impl<'a> Rec<'a> {
                 }
             }
             // The infrastructure machine (read while computing the view).
-            if let Some((ar, obj)) = infra_objects.get(&name)
-                && machines::needs_metadata_apply(&obj.metadata, &meta, None)
+            if let Some((ar, infra_meta)) = infra_objects.get(&name)
+                && machines::needs_metadata_apply(infra_meta, &meta, None)
             {
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &self.ns, ar);
-                let infra_name = obj.name_any();
+                let infra_name = infra_meta.name.clone().unwrap_or_default();
                 let body = machines::metadata_apply(&ar.api_version, &ar.kind, &infra_name, &meta, None);
                 if let Err(e) = api.patch(&infra_name, &ssa, &Patch::Apply(body)).await {
                     warn!(infra = %infra_name, error = %e, "propagating metadata to the infrastructure machine");
@@ -1363,18 +1375,26 @@ impl<'a> Rec<'a> {
         }
         let kind = infra::machine_kind(&desired.template.kind);
         if let Ok(ar) = self.ctx.kinds.resolve(client, &desired.template.group, &kind).await {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &self.ns, &ar);
-            let lp = kube::api::ListParams::default().labels(&status::selector(&cp.cluster));
-            match api.list(&lp).await {
-                Ok(list) => {
-                    for o in list.items {
-                        if ours(&o.metadata)
-                            && old_enough(o.metadata.creation_timestamp.as_ref())
-                            && !referenced_infra.contains(&o.name_any())
-                        {
-                            info!(infra = %o.name_any(), "deleting an orphaned infrastructure machine");
-                            let _ = api.delete(&o.name_any(), &DeleteParams::background()).await;
-                        }
+            let cluster = cp.cluster.as_str();
+            let orphans = self
+                .ctx
+                .infra
+                .list(&ar, &self.ns, |m| {
+                    m.labels
+                        .as_ref()
+                        .and_then(|l| l.get(consts::LABEL_CLUSTER_NAME))
+                        .is_some_and(|c| c == cluster)
+                        && ours(m)
+                        && old_enough(m.creation_timestamp.as_ref())
+                        && m.name.as_ref().is_some_and(|n| !referenced_infra.contains(n))
+                })
+                .await;
+            match orphans {
+                Ok(orphans) => {
+                    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &self.ns, &ar);
+                    for name in orphans.into_iter().filter_map(|m| m.name) {
+                        info!(infra = %name, "deleting an orphaned infrastructure machine");
+                        let _ = api.delete(&name, &DeleteParams::background()).await;
                     }
                 }
                 Err(e) => debug!(error = %e, "listing infrastructure machines"),

@@ -757,3 +757,136 @@ async fn unreachable_workload_is_a_condition_not_a_hang() {
     assert_eq!(env.cp_machines().await.len(), 1);
     ctl.stop().await;
 }
+
+/// The read-through caches: a labelled Secret is served from the copy while the watch shows
+/// its version (the same allocation, so no request was made), read again once it changed, and
+/// dropped when deleted; an unlabelled Secret is always read live; infrastructure machines'
+/// metadata comes from their kind's watch once it has listed, unlabelled ones read live.
+#[tokio::test]
+async fn caches_serve_only_what_the_watch_vouches_for() {
+    use k8s_openapi::api::core::v1::Secret;
+    use mk8s_controlplane::cache::{InfraMeta, secret_cache};
+    use std::sync::Arc;
+
+    let Some(plane) = plane().await else { return };
+    let admin = plane.client().await;
+    let ns = plane.namespace("cache").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let (cache, feed) = secret_cache(admin.clone());
+    let touched = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = touched.clone();
+    let watch = tokio::spawn(feed.run(Api::namespaced(admin.clone(), &ns), move |s| {
+        seen.lock().unwrap().push(s.metadata.name.clone().unwrap_or_default());
+    }));
+    let secret = |name: &str, labelled: bool, value: &str| -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": if labelled { json!({"cluster.x-k8s.io/cluster-name": "c1"}) } else { json!({}) }},
+            "stringData": {"value": value},
+        }))
+        .unwrap()
+    };
+    let value = |s: &Secret| String::from_utf8(s.data.as_ref().unwrap()["value"].0.clone()).unwrap();
+    let pp = PostParams::default();
+    secrets.create(&pp, &secret("labelled", true, "one")).await.unwrap();
+    secrets.create(&pp, &secret("unlabelled", false, "one")).await.unwrap();
+
+    // Labelled: once the watch shows it, the copy is served without a request.
+    let first = wait_for_value(
+        || async {
+            let a = cache.get(&ns, "labelled").await.unwrap()?;
+            let b = cache.get(&ns, "labelled").await.unwrap()?;
+            Arc::ptr_eq(&a, &b).then_some(b)
+        },
+        "the labelled Secret served from its copy",
+    )
+    .await;
+    assert_eq!(value(&first), "one");
+    assert!(touched.lock().unwrap().contains(&"labelled".to_string()));
+    assert!(!touched.lock().unwrap().contains(&"unlabelled".to_string()));
+    let copies = cache.copies();
+    assert_eq!(copies, 1, "only the labelled Secret is kept");
+
+    // Changed: read again once the watch shows the new version.
+    secrets
+        .patch(
+            "labelled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"value": "two"}})),
+        )
+        .await
+        .unwrap();
+    wait_for_value(
+        || async { (value(&*cache.get(&ns, "labelled").await.unwrap()?) == "two").then_some(()) },
+        "the changed Secret read again",
+    )
+    .await;
+
+    // Unlabelled: always live, never kept.
+    let u = cache.get(&ns, "unlabelled").await.unwrap().unwrap();
+    assert_eq!(value(&u), "one");
+    secrets
+        .patch(
+            "unlabelled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"value": "two"}})),
+        )
+        .await
+        .unwrap();
+    let u = cache.get(&ns, "unlabelled").await.unwrap().unwrap();
+    assert_eq!(value(&u), "two", "read live, immediately");
+    assert_eq!(cache.copies(), 1);
+
+    // Deleted: gone from the cache once the watch shows it.
+    secrets.delete("labelled", &DeleteParams::default()).await.unwrap();
+    wait_for_value(
+        || async { (cache.copies() == 0).then_some(()) },
+        "the deleted Secret's copy dropped",
+    )
+    .await;
+    assert!(cache.get(&ns, "labelled").await.unwrap().is_none());
+    watch.abort();
+
+    // Infrastructure machines: labelled ones from the watch, others live; list filters.
+    let ar = infra_ar("TestMachine");
+    let machines: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &ar);
+    let machine = |name: &str, labelled: bool| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "TestMachine",
+            "metadata": {"name": name, "labels": if labelled { json!({"cluster.x-k8s.io/control-plane": ""}) } else { json!({}) },
+                         "annotations": {"note": name}},
+            "spec": {},
+        }))
+        .unwrap()
+    };
+    machines.create(&pp, &machine("cp-1", true)).await.unwrap();
+    machines.create(&pp, &machine("other", false)).await.unwrap();
+    let infra = InfraMeta::new(admin.clone(), &ns);
+    let meta = infra.get(&ar, &ns, "cp-1").await.unwrap().unwrap();
+    assert_eq!(meta.annotations.unwrap()["note"], "cp-1");
+    let other = infra.get(&ar, &ns, "other").await.unwrap().unwrap();
+    assert_eq!(other.annotations.unwrap()["note"], "other", "unlabelled: read live");
+    assert!(infra.get(&ar, &ns, "absent").await.unwrap().is_none());
+    let listed = infra.list(&ar, &ns, |_| true).await.unwrap();
+    assert_eq!(
+        listed.iter().filter_map(|m| m.name.clone()).collect::<Vec<_>>(),
+        vec!["cp-1".to_string()],
+        "only control plane machines"
+    );
+    machines
+        .patch(
+            "cp-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"note": "changed"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for_value(
+        || async {
+            let m = infra.get(&ar, &ns, "cp-1").await.unwrap()?;
+            (m.annotations?.get("note")? == "changed").then_some(())
+        },
+        "the watch shows the changed metadata",
+    )
+    .await;
+    infra.stop_all();
+}
