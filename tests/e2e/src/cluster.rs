@@ -126,6 +126,60 @@ pub async fn patch_spec(client: &kube::Client, ns: &str, api_version: &str, kind
         .unwrap_or_else(|e| panic!("patch {kind} {name}: {e}"));
 }
 
+/// Sets the Kubernetes version of a cluster's control plane (`<name>-control-plane`) and of its
+/// MachineDeployment (`<name>-md-0`), as a user upgrading both does.
+pub async fn set_version(client: &kube::Client, ns: &str, name: &str, version: &str) {
+    patch_spec(
+        client,
+        ns,
+        "controlplane.cluster.x-k8s.io/v1beta1",
+        "MicroK8sControlPlane",
+        &format!("{name}-control-plane"),
+        json!({ "version": version }),
+    )
+    .await;
+    patch_spec(
+        client,
+        ns,
+        "cluster.x-k8s.io/v1beta2",
+        "MachineDeployment",
+        &format!("{name}-md-0"),
+        json!({"template": {"spec": { "version": version }}}),
+    )
+    .await;
+}
+
+/// The kubelet versions of a simulated cluster's Nodes, sorted (empty while it has no API).
+pub async fn node_versions(env: &Env, ns: &str, name: &str) -> Vec<String> {
+    let Some(wc) = env.sim.workload_client(ns, name).await else {
+        return vec![];
+    };
+    let mut v: Vec<String> = Api::<Node>::all(wc)
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.node_info.as_ref().map(|i| i.kubelet_version.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the cluster has exactly `count` Nodes, every one on a version starting with
+/// `prefix`.
+pub async fn wait_all_nodes_on(env: &Env, ns: &str, name: &str, prefix: &str, count: usize, timeout: Duration) {
+    eventually(timeout, &format!("{count} nodes on {prefix}"), || async {
+        let v = node_versions(env, ns, name).await;
+        if v.len() == count && v.iter().all(|x| x.starts_with(prefix)) {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .await;
+}
+
 /// The Machines of a cluster (v1beta2).
 pub async fn machines(client: &kube::Client, ns: &str, cluster: &str) -> Vec<Machine> {
     let api: Api<Machine> = Api::namespaced_with(client.clone(), ns, &ar("cluster.x-k8s.io/v1beta2", "Machine"));

@@ -152,32 +152,6 @@ async fn s2_ha_scaling() {
     assert_quorum_kept(env, &ns, "ha");
 }
 
-async fn node_versions(env: &mk8s_e2e::Env, ns: &str, name: &str) -> Vec<String> {
-    let wc = env.sim.workload_client(ns, name).await.expect("workload cluster");
-    let mut v: Vec<String> = Api::<Node>::all(wc)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter_map(|n| n.status.as_ref()?.node_info.as_ref().map(|i| i.kubelet_version.clone()))
-        .collect();
-    v.sort();
-    v
-}
-
-async fn wait_all_nodes_on(env: &mk8s_e2e::Env, ns: &str, name: &str, prefix: &str, count: usize) {
-    mk8s_e2e::eventually(CONVERGE, &format!("{count} nodes on {prefix}"), || async {
-        let v = node_versions(env, ns, name).await;
-        if v.len() == count && v.iter().all(|x| x.starts_with(prefix)) {
-            Ok(())
-        } else {
-            Err(format!("{v:?}"))
-        }
-    })
-    .await;
-}
-
 /// 3. Rolling upgrade of an HA cluster by one minor version.
 #[tokio::test]
 async fn s3_rolling_upgrade() {
@@ -206,24 +180,7 @@ async fn s3_rolling_upgrade() {
         .filter_map(|m| m.metadata.name.clone())
         .collect();
 
-    cluster::patch_spec(
-        &client,
-        &ns,
-        CP,
-        "MicroK8sControlPlane",
-        "roll-control-plane",
-        json!({"version": "v1.34.0"}),
-    )
-    .await;
-    cluster::patch_spec(
-        &client,
-        &ns,
-        CAPI,
-        "MachineDeployment",
-        "roll-md-0",
-        json!({"template": {"spec": {"version": "v1.34.0"}}}),
-    )
-    .await;
+    cluster::set_version(&client, &ns, "roll", "v1.34.0").await;
     // Machines are replaced one at a time: never more than replicas + 1 control planes.
     let watcher = {
         let client = client.clone();
@@ -242,7 +199,7 @@ async fn s3_rolling_upgrade() {
             max
         })
     };
-    wait_all_nodes_on(env, &ns, "roll", "v1.34.", 5).await;
+    cluster::wait_all_nodes_on(env, &ns, "roll", "v1.34.", 5, CONVERGE).await;
     cluster::wait_converged(
         env,
         &client,
@@ -325,7 +282,7 @@ async fn s4_in_place_upgrades() {
             json!({"version": "v1.34.0"}),
         )
         .await;
-        wait_all_nodes_on(env, &ns, name, "v1.34.", cp).await;
+        cluster::wait_all_nodes_on(env, &ns, name, "v1.34.", cp, CONVERGE).await;
         cluster::wait_converged(
             env,
             &client,
@@ -726,7 +683,7 @@ async fn s6_cluster_class() {
             .map_err(|e| e.to_string())
     })
     .await;
-    wait_all_nodes_on(env, &ns, "topo", "v1.34.", 4).await;
+    cluster::wait_all_nodes_on(env, &ns, "topo", "v1.34.", 4, CONVERGE).await;
     cluster::wait_converged(
         env,
         &client,

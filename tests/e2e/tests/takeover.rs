@@ -682,41 +682,8 @@ async fn takeover_from_canonical_providers() {
         .filter(|m| m.is_control_plane())
         .filter_map(|m| m.metadata.name.clone())
         .collect();
-    cluster::patch_spec(
-        &client,
-        &ns,
-        CP,
-        "MicroK8sControlPlane",
-        &format!("{NAME}-control-plane"),
-        json!({"version": "v1.34.0"}),
-    )
-    .await;
-    cluster::patch_spec(
-        &client,
-        &ns,
-        CAPI,
-        "MachineDeployment",
-        &format!("{NAME}-md-0"),
-        json!({"template": {"spec": {"version": "v1.34.0"}}}),
-    )
-    .await;
-    mk8s_e2e::eventually(CONVERGE, "every node on v1.34", || async {
-        let wc = env.sim.workload_client(&ns, NAME).await.ok_or("no workload cluster")?;
-        let versions: Vec<String> = Api::<Node>::all(wc)
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .iter()
-            .filter_map(|n| n.status.as_ref()?.node_info.as_ref().map(|i| i.kubelet_version.clone()))
-            .collect();
-        if versions.len() == 8 && versions.iter().all(|v| v.starts_with("v1.34.")) {
-            Ok(())
-        } else {
-            Err(format!("{versions:?}"))
-        }
-    })
-    .await;
+    cluster::set_version(&client, &ns, NAME, "v1.34.0").await;
+    cluster::wait_all_nodes_on(env, &ns, NAME, "v1.34.", 8, CONVERGE).await;
     cluster::wait_converged(env, &client, &ns, NAME, expect(5, 3), CONVERGE).await;
     let new_cps: Vec<String> = cluster::machines(&client, &ns, NAME)
         .await
