@@ -144,7 +144,7 @@ impl SecretCache {
         Ok(live)
     }
 
-    /// Number of copies held (for tests and metrics).
+    /// Number of copies held (tests use it).
     pub fn copies(&self) -> usize {
         self.copies.lock().map(|c| c.len()).unwrap_or_default()
     }

@@ -246,10 +246,11 @@ fn cluster_to_mcp(c: &Cluster) -> Option<ObjectRef<MicroK8sControlPlane>> {
     Some(mcp_ref(&r.name, &ns))
 }
 
-/// The control plane an object belongs to: its owner reference to one, else its Cluster's.
+/// The control plane an object belongs to: its owner reference to one, else the control plane
+/// of its Cluster — named by its cluster-name label, else by `cluster`.
 fn owner_or_cluster(
     meta: &kube::core::ObjectMeta,
-    cluster_label: Option<&str>,
+    cluster: Option<&str>,
     clusters: &Store<Cluster>,
     cluster_ar: &ApiResource,
 ) -> Option<ObjectRef<MicroK8sControlPlane>> {
@@ -262,7 +263,12 @@ fn owner_or_cluster(
     {
         return Some(mcp_ref(&o.name, ns));
     }
-    let cluster = cluster_label?;
+    let cluster = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_CLUSTER_NAME))
+        .map(String::as_str)
+        .or(cluster)?;
     clusters
         .get(&ObjectRef::new_with(cluster, cluster_ar.clone()).within(ns))
         .and_then(|c| cluster_to_mcp(&c))
@@ -345,15 +351,9 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
             watcher::Config::default().any_semantic(),
             machine_writer,
             move |m: &CpMachine| {
-                let label = m
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_CLUSTER_NAME))
-                    .cloned();
                 owner_or_cluster(
                     &m.metadata,
-                    label.as_deref().or(Some(m.spec.base.cluster_name.as_str())),
+                    Some(m.spec.base.cluster_name.as_str()),
                     &clusters,
                     &cluster_ar,
                 )
@@ -384,13 +384,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         let cluster_ar = cluster_ar.clone();
         let tx = tx.clone();
         tasks.push(tokio::spawn(secret_feed.run(rt.api(), move |obj| {
-            let label = obj
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_CLUSTER_NAME))
-                .cloned();
-            if let Some(r) = owner_or_cluster(&obj.metadata, label.as_deref(), &clusters, &cluster_ar) {
+            if let Some(r) = owner_or_cluster(&obj.metadata, None, &clusters, &cluster_ar) {
                 let _ = tx.unbounded_send(r);
             }
         })));

@@ -176,20 +176,6 @@ pub async fn delete(client: &Client, ns: &str, ar: &ApiResource, name: &str) -> 
     }
 }
 
-/// Reads an infrastructure machine by group, kind and name (`None` when absent).
-pub async fn get(
-    kinds: &Kinds,
-    client: &Client,
-    ns: &str,
-    group: &str,
-    kind: &str,
-    name: &str,
-) -> Result<Option<DynamicObject>> {
-    let ar = kinds.resolve(client, group, kind).await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    Ok(api.get_opt(name).await?)
-}
-
 /// The cloned-from annotations of an infrastructure machine.
 pub fn cloned_from(meta: &ObjectMeta) -> Option<ClonedFrom> {
     let a = meta.annotations.as_ref()?;

@@ -786,6 +786,13 @@ async fn caches_serve_only_what_the_watch_vouches_for() {
         .unwrap()
     };
     let value = |s: &Secret| String::from_utf8(s.data.as_ref().unwrap()["value"].0.clone()).unwrap();
+    let set_two = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            let patch = Patch::Merge(json!({"stringData": {"value": "two"}}));
+            secrets.patch(name, &PatchParams::default(), &patch).await.unwrap();
+        }
+    };
     let pp = PostParams::default();
     secrets.create(&pp, &secret("labelled", true, "one")).await.unwrap();
     secrets.create(&pp, &secret("unlabelled", false, "one")).await.unwrap();
@@ -807,14 +814,7 @@ async fn caches_serve_only_what_the_watch_vouches_for() {
     assert_eq!(copies, 1, "only the labelled Secret is kept");
 
     // Changed: read again once the watch shows the new version.
-    secrets
-        .patch(
-            "labelled",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"value": "two"}})),
-        )
-        .await
-        .unwrap();
+    set_two("labelled").await;
     wait_for_value(
         || async { (value(&*cache.get(&ns, "labelled").await.unwrap()?) == "two").then_some(()) },
         "the changed Secret read again",
@@ -824,14 +824,7 @@ async fn caches_serve_only_what_the_watch_vouches_for() {
     // Unlabelled: always live, never kept.
     let u = cache.get(&ns, "unlabelled").await.unwrap().unwrap();
     assert_eq!(value(&u), "one");
-    secrets
-        .patch(
-            "unlabelled",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"value": "two"}})),
-        )
-        .await
-        .unwrap();
+    set_two("unlabelled").await;
     let u = cache.get(&ns, "unlabelled").await.unwrap().unwrap();
     assert_eq!(value(&u), "two", "read live, immediately");
     assert_eq!(cache.copies(), 1);
