@@ -69,6 +69,15 @@ pub fn kubeconfig_secret(cluster: &str) -> String {
 /// Key of the kubeconfig.
 pub const KEY_KUBECONFIG: &str = "value";
 
+/// The cluster whose CA, kubeconfig or auth token Secret `name` would be, by name alone
+/// (for Secrets that carry no cluster-name label).
+pub fn cluster_of_named_secret(name: &str) -> Option<&str> {
+    ["-ca", "-kubeconfig", "-capi-auth-token"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .filter(|c| !c.is_empty())
+}
+
 /// Name of the init lock ConfigMap (key [`KEY_LOCK`]).
 pub fn init_lock_configmap(cluster: &str) -> String {
     format!("{cluster}-lock")
@@ -98,5 +107,22 @@ pub fn node_ports(remap: bool) -> (u16, u16) {
         (CLUSTER_AGENT_PORT_REMAPPED, DQLITE_PORT_REMAPPED)
     } else {
         (CLUSTER_AGENT_PORT_DEFAULT, DQLITE_PORT_DEFAULT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_secrets_lead_back_to_their_cluster() {
+        for c in ["c1", "my-ca", "a-kubeconfig"] {
+            assert_eq!(cluster_of_named_secret(&ca_secret(c)), Some(c));
+            assert_eq!(cluster_of_named_secret(&kubeconfig_secret(c)), Some(c));
+            assert_eq!(cluster_of_named_secret(&auth_token_secret(c)), Some(c));
+        }
+        assert_eq!(cluster_of_named_secret("c1-jointoken"), None);
+        assert_eq!(cluster_of_named_secret("-ca"), None);
+        assert_eq!(cluster_of_named_secret("unrelated"), None);
     }
 }

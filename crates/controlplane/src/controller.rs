@@ -377,14 +377,20 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         },
         tx.clone(),
     ));
-    // Secrets: metadata only, label-selected (kubeconfig, CA changes); feeds the Secret cache.
+    // Secrets: metadata only, all of them (the cache must know which do not exist); feeds the
+    // Secret cache. Unlabelled ones reach their control plane by name (a user-made CA).
     let (secrets, secret_feed) = cache::secret_cache(client.clone());
     {
         let clusters = clusters.clone();
         let cluster_ar = cluster_ar.clone();
         let tx = tx.clone();
         tasks.push(tokio::spawn(secret_feed.run(rt.api(), move |obj| {
-            if let Some(r) = owner_or_cluster(&obj.metadata, None, &clusters, &cluster_ar) {
+            let by_name = obj
+                .metadata
+                .name
+                .as_deref()
+                .and_then(mk8s_api::consts::cluster_of_named_secret);
+            if let Some(r) = owner_or_cluster(&obj.metadata, by_name, &clusters, &cluster_ar) {
                 let _ = tx.unbounded_send(r);
             }
         })));

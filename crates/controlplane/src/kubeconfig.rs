@@ -272,7 +272,7 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
             };
             let value = render(&ca, &server, now, i.validity)?;
             match secrets.create(&pp, &new_secret(i, &value)).await {
-                Ok(_) => {}
+                Ok(created) => i.secrets.wrote(created, None, false),
                 // Someone created it meanwhile; look again on the next reconcile.
                 Err(e) if is_already_exists(&e) => return Err(Error::Conflict(format!("Secret {name} appeared"))),
                 Err(e) => return Err(e.into()),
@@ -299,7 +299,9 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
                 ..Default::default()
             };
             secrets.delete(&name, &dp).await?;
-            secrets.create(&pp, &new_secret(i, &value)).await?;
+            let created = secrets.create(&pp, &new_secret(i, &value)).await?;
+            i.secrets
+                .wrote(created, old.and_then(|m| m.resource_version.clone()), true);
             Ok(Outcome {
                 condition: cond_true("Available", ""),
                 kubeconfig: Some(value),
@@ -336,9 +338,10 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
                         "metadata": {"resourceVersion": rv},
                         "data": {consts::KEY_KUBECONFIG: ByteString(value.as_bytes().to_vec())},
                     });
-                    secrets
+                    let patched = secrets
                         .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                         .await?;
+                    i.secrets.wrote(patched, rv, false);
                     Ok(Outcome {
                         condition: cond_true("Available", ""),
                         kubeconfig: Some(value),
