@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use mk8s_api::capi::{Cluster, ClusterExt as _, Machine};
+use mk8s_api::capi::ClusterExt as _;
 use mk8s_api::conditions::{self as cond, Condition};
 use mk8s_api::consts::{ANNOTATION_PAUSED, LABEL_CLUSTER_NAME};
 use serde_json::json;
@@ -141,9 +141,8 @@ pub async fn reconcile_cluster(obj: Arc<SimCluster>, sim: Arc<Sim>) -> Result<Ac
         return Ok(Action::await_change());
     }
     // Paused (clusterctl move pauses the Cluster first): nothing is done, deletion included.
-    let clusters: Api<Cluster> = Api::namespaced_with(sim.mgmt.clone(), &ns, &sim.core.cluster());
     let capi = match &cluster_name {
-        Some(n) => clusters.get_opt(n).await?,
+        Some(n) => sim.capi_cluster(&ns, n).await?,
         None => None,
     };
     let paused = capi.as_ref().is_some_and(|c| c.paused()) || paused_by_annotation(&*obj);
@@ -426,10 +425,7 @@ pub async fn reconcile_machine(obj: Arc<SimMachine>, sim: Arc<Sim>) -> Result<Ac
         // Paused (the Cluster, from its label, or the object): nothing is done.
         let paused = paused_by_annotation(&*obj)
             || match obj.labels().get(LABEL_CLUSTER_NAME) {
-                Some(c) => Api::<Cluster>::namespaced_with(sim.mgmt.clone(), &ns, &sim.core.cluster())
-                    .get_opt(c)
-                    .await?
-                    .is_some_and(|c| c.paused()),
+                Some(c) => sim.capi_cluster(&ns, c).await?.is_some_and(|c| c.paused()),
                 None => false,
             };
         if !paused && has_finalizer(&*obj, api::MACHINE_FINALIZER) {
@@ -455,8 +451,7 @@ pub async fn reconcile_machine(obj: Arc<SimMachine>, sim: Arc<Sim>) -> Result<Ac
         patch_machine_status(&api, &obj, status).await?;
         return Ok(Action::await_change());
     };
-    let machines: Api<Machine> = Api::namespaced_with(sim.mgmt.clone(), &ns, &sim.core.machine());
-    let Some(machine) = machines.get_opt(&machine_name).await? else {
+    let Some(machine) = sim.capi_machine(&ns, &machine_name).await? else {
         wait(
             &mut status,
             generation,
@@ -470,8 +465,7 @@ pub async fn reconcile_machine(obj: Arc<SimMachine>, sim: Arc<Sim>) -> Result<Ac
         .filter(|c| !c.is_empty())
         .or_else(|| obj.labels().get(LABEL_CLUSTER_NAME).cloned())
         .unwrap_or_default();
-    let clusters: Api<Cluster> = Api::namespaced_with(sim.mgmt.clone(), &ns, &sim.core.cluster());
-    let capi = clusters.get_opt(&cluster_name).await?;
+    let capi = sim.capi_cluster(&ns, &cluster_name).await?;
     if capi.as_ref().is_some_and(|c| c.paused()) || paused_by_annotation(&*obj) {
         cond::set(
             &mut status.conditions,

@@ -332,6 +332,7 @@ pub async fn run_with_client(config: Config, client: kube::Client) -> Result<Sim
         change_ids: Default::default(),
         node_ids: Default::default(),
         sock_dir,
+        capi: Default::default(),
     });
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

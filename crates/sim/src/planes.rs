@@ -22,11 +22,11 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use mk8s_api::capi::{Cluster, Machine};
 
-use crate::state::{Sim, Triggers, lock};
+use crate::state::{CapiStores, Sim, Triggers, lock};
 use crate::{Error, SimCluster, SimHandle, SimMachine, controller};
 
 /// New requeue channels for one management cluster's controllers, registered with the
@@ -80,53 +80,102 @@ pub(crate) fn start_controllers(
         ),
     };
     let mut tasks = Vec::new();
-    let cluster_ctrl = Controller::new(sim_clusters, wc.clone())
-        .with_config(ctrl_cfg.clone())
-        .watches_with(clusters.clone(), core.cluster(), wc.clone(), |c: Cluster| {
-            let ns = c.metadata.namespace.clone().unwrap_or_default();
-            c.spec
-                .infrastructure_ref
-                .filter(|r| r.kind == "SimCluster")
-                .map(|r| ObjectRef::new(&r.name).within(&ns))
-        })
-        .reconcile_on(cluster_rx)
-        .graceful_shutdown_on(stopped())
-        .run(controller::reconcile_cluster, controller::error_policy, sim.clone())
-        .for_each(|_| futures::future::ready(()));
-    tasks.push(tokio::spawn(cluster_ctrl));
-    let machine_ctrl = Controller::new(sim_machines, wc.clone()).with_config(ctrl_cfg);
-    let store = machine_ctrl.store();
-    let machine_ctrl = machine_ctrl
-        .watches_with(machines, core.machine(), wc.clone(), |m: Machine| {
-            let ns = m.metadata.namespace.clone().unwrap_or_default();
-            m.spec
-                .infrastructure_ref
-                .filter(|r| r.kind == "SimMachine")
-                .map(|r| ObjectRef::new(&r.name).within(&ns))
-        })
-        .watches_with(clusters, core.cluster(), wc, move |c: Cluster| {
-            let ns = c.metadata.namespace.clone().unwrap_or_default();
-            let name = c.metadata.name.clone().unwrap_or_default();
-            store
-                .state()
-                .into_iter()
-                .filter(|m| {
-                    m.metadata.namespace.as_deref() == Some(ns.as_str())
+    // CAPI Clusters and Machines: one reflector each, whose store the reconcilers read and
+    // whose changes (after the store took them) trigger the SimClusters and SimMachines.
+    let cluster_writer = reflector::store::Writer::<Cluster>::new(core.cluster());
+    let machine_writer = reflector::store::Writer::<Machine>::new(core.machine());
+    let _ = sim.capi.set(CapiStores {
+        clusters: cluster_writer.as_reader(),
+        machines: machine_writer.as_reader(),
+    });
+    let (cluster_tx, cluster_changes) = futures::channel::mpsc::unbounded::<ObjectRef<SimCluster>>();
+    let (machine_tx, machine_changes) = futures::channel::mpsc::unbounded::<ObjectRef<SimMachine>>();
+    let machine_ctrl = Controller::new(sim_machines, wc.clone()).with_config(ctrl_cfg.clone());
+    let sim_machine_store = machine_ctrl.store();
+    {
+        let (cluster_tx, machine_tx) = (cluster_tx.clone(), machine_tx.clone());
+        tasks.push(feed(
+            clusters,
+            wc.clone(),
+            cluster_writer,
+            stopped(),
+            move |c: &Cluster| {
+                let ns = c.metadata.namespace.clone().unwrap_or_default();
+                if let Some(r) = c.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "SimCluster") {
+                    let _ = cluster_tx.unbounded_send(ObjectRef::new(&r.name).within(&ns));
+                }
+                let name = c.metadata.name.clone().unwrap_or_default();
+                for m in sim_machine_store.state() {
+                    if m.metadata.namespace.as_deref() == Some(ns.as_str())
                         && m.metadata
                             .labels
                             .as_ref()
                             .and_then(|l| l.get(mk8s_api::consts::LABEL_CLUSTER_NAME))
                             == Some(&name)
-                })
-                .map(|m| ObjectRef::from_obj(&*m))
-                .collect::<Vec<_>>()
-        })
+                    {
+                        let _ = machine_tx.unbounded_send(ObjectRef::from_obj(&*m));
+                    }
+                }
+            },
+        ));
+    }
+    tasks.push(feed(
+        machines,
+        wc.clone(),
+        machine_writer,
+        stopped(),
+        move |m: &Machine| {
+            let ns = m.metadata.namespace.clone().unwrap_or_default();
+            if let Some(r) = m.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "SimMachine") {
+                let _ = machine_tx.unbounded_send(ObjectRef::new(&r.name).within(&ns));
+            }
+        },
+    ));
+    let cluster_ctrl = Controller::new(sim_clusters, wc)
+        .with_config(ctrl_cfg)
+        .reconcile_on(cluster_changes)
+        .reconcile_on(cluster_rx)
+        .graceful_shutdown_on(stopped())
+        .run(controller::reconcile_cluster, controller::error_policy, sim.clone())
+        .for_each(|_| futures::future::ready(()));
+    tasks.push(tokio::spawn(cluster_ctrl));
+    let machine_ctrl = machine_ctrl
+        .reconcile_on(machine_changes)
         .reconcile_on(machine_rx)
         .graceful_shutdown_on(stopped())
         .run(controller::reconcile_machine, controller::error_policy, sim.clone())
         .for_each(|_| futures::future::ready(()));
     tasks.push(tokio::spawn(machine_ctrl));
     tasks
+}
+
+/// Follows `api` into `writer` until `stop` resolves, calling `changed` with every object
+/// added, changed or deleted after the store took the change.
+fn feed<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    mut writer: reflector::store::Writer<K>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    changed: impl Fn(&K) + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        let mut events = watcher(api, wc).default_backoff().take_until(stop).boxed();
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(ev) => {
+                    writer.apply_watcher_event(&ev);
+                    if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) = &ev {
+                        changed(o);
+                    }
+                }
+                Err(e) => tracing::warn!("watch failed: {e}; retrying"),
+            }
+        }
+    })
 }
 
 impl SimHandle {
@@ -154,6 +203,7 @@ impl SimHandle {
             change_ids: s.change_ids.clone(),
             node_ids: s.node_ids.clone(),
             sock_dir: s.sock_dir.clone(),
+            capi: Default::default(),
         });
         let (cluster_rx, machine_rx) = new_triggers(&sim.triggers, plane);
         let tasks = start_controllers(&sim, cluster_rx, machine_rx, self.shutdown.subscribe());

@@ -90,6 +90,57 @@ pub struct Sim {
     pub node_ids: Arc<AtomicU64>,
     /// Short directory of the nodes' unix sockets.
     pub sock_dir: PathBuf,
+    /// What this management cluster's watches show of CAPI Clusters and Machines, once the
+    /// controllers started (see [`CapiStores`]).
+    pub capi: std::sync::OnceLock<CapiStores>,
+}
+
+/// CAPI Clusters and Machines as the watches that trigger the controllers show them: each
+/// store is updated before its change triggers a reconcile, so a reconcile sees at least the
+/// change that caused it. Reads fall back to a GET for what a store has not shown.
+pub struct CapiStores {
+    /// Clusters.
+    pub clusters: kube::runtime::reflector::Store<mk8s_api::capi::Cluster>,
+    /// Machines.
+    pub machines: kube::runtime::reflector::Store<mk8s_api::capi::Machine>,
+}
+
+impl Sim {
+    /// The CAPI Cluster `ns/name`: from the watch, else read.
+    pub async fn capi_cluster(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Arc<mk8s_api::capi::Cluster>>, kube::Error> {
+        let ar = self.core.cluster();
+        if let Some(c) = self
+            .capi
+            .get()
+            .and_then(|s| s.clusters.get(&ObjectRef::new_with(name, ar.clone()).within(ns)))
+        {
+            return Ok(Some(c));
+        }
+        let api: kube::Api<mk8s_api::capi::Cluster> = kube::Api::namespaced_with(self.mgmt.clone(), ns, &ar);
+        Ok(api.get_opt(name).await?.map(Arc::new))
+    }
+
+    /// The CAPI Machine `ns/name`: from the watch, else read.
+    pub async fn capi_machine(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Arc<mk8s_api::capi::Machine>>, kube::Error> {
+        let ar = self.core.machine();
+        if let Some(m) = self
+            .capi
+            .get()
+            .and_then(|s| s.machines.get(&ObjectRef::new_with(name, ar.clone()).within(ns)))
+        {
+            return Ok(Some(m));
+        }
+        let api: kube::Api<mk8s_api::capi::Machine> = kube::Api::namespaced_with(self.mgmt.clone(), ns, &ar);
+        Ok(api.get_opt(name).await?.map(Arc::new))
+    }
 }
 
 /// Requeue channels of one management cluster's controllers.
