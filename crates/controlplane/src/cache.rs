@@ -303,6 +303,7 @@ impl InfraMeta {
         let task = tokio::spawn(async move {
             let mut s = watcher(api, watcher::Config::default().labels(INFRA_SELECTOR).any_semantic())
                 .default_backoff()
+                .modify(|o| crate::machines::slim_metadata(&mut o.metadata))
                 .reflect(writer)
                 .boxed();
             while let Some(ev) = s.next().await {

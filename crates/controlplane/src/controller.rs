@@ -290,6 +290,7 @@ where
     tokio::spawn(async move {
         let mut s = watcher(api, cfg)
             .default_backoff()
+            .modify(|o: &mut K| crate::machines::slim_metadata(o.meta_mut()))
             .reflect(writer)
             .touched_objects()
             .boxed();
@@ -447,7 +448,14 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
 
     let shutdown = rt.shutdown.clone();
     let mcp_api: Api<MicroK8sControlPlane> = rt.api();
-    Controller::new(mcp_api, rt.watcher_config())
+    let mcp_writer = reflector::store::Writer::<MicroK8sControlPlane>::default();
+    let mcp_store = mcp_writer.as_reader();
+    let mcp_stream = watcher(mcp_api, rt.watcher_config())
+        .default_backoff()
+        .modify(|o: &mut MicroK8sControlPlane| crate::machines::slim_metadata(o.meta_mut()))
+        .reflect(mcp_writer)
+        .applied_objects();
+    Controller::for_stream(mcp_stream, mcp_store)
         .with_config(controller::Config::default().concurrency(rt.flags.concurrency))
         .reconcile_on(rx)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })

@@ -319,11 +319,34 @@ pub struct Owned {
     pub spec: BTreeSet<String>,
 }
 
+fn is_metadata_manager_apply(e: &ManagedFieldsEntry) -> bool {
+    e.manager.as_deref() == Some(names::METADATA_FIELD_MANAGER) && e.operation.as_deref() == Some("Apply")
+}
+
+/// kubectl's client-side apply annotation: a copy of the whole object as last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from an object's metadata, before it enters a watch store, what no reconcile reads
+/// and what can outweigh the rest of the object: every managed-fields entry but our metadata
+/// manager's applies (read by [`owned_by_metadata_manager`]) and kubectl's last-applied
+/// annotation. Store objects are never written back whole, so nothing is lost on the server.
+pub fn slim_metadata(meta: &mut ObjectMeta) {
+    if let Some(f) = meta.managed_fields.as_mut() {
+        f.retain(is_metadata_manager_apply);
+        if f.is_empty() {
+            meta.managed_fields = None;
+        }
+    }
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
 /// Reads what [`names::METADATA_FIELD_MANAGER`] owns.
 pub fn owned_by_metadata_manager(fields: Option<&Vec<ManagedFieldsEntry>>) -> Owned {
     let mut out = Owned::default();
     for e in fields.into_iter().flatten() {
-        if e.manager.as_deref() != Some(names::METADATA_FIELD_MANAGER) || e.operation.as_deref() != Some("Apply") {
+        if !is_metadata_manager_apply(e) {
             continue;
         }
         let Some(f) = e.fields_v1.as_ref().map(|f| &f.0) else {
@@ -628,6 +651,47 @@ mod tests {
             Value::Object(settings_json(CoreVersion::V1Beta1, &s)),
             json!({"nodeDrainTimeout": "30s"})
         );
+    }
+
+    #[test]
+    fn slimming_keeps_what_the_metadata_check_reads() {
+        let entry = |manager: &str, op: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(op.into()),
+            fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                json!({"f:metadata": {"f:labels": {"f:team": {}}}}),
+            )),
+            ..Default::default()
+        };
+        let mut meta = ObjectMeta {
+            managed_fields: Some(vec![
+                entry("capi-manager", "Update"),
+                entry(names::METADATA_FIELD_MANAGER, "Apply"),
+                entry(names::METADATA_FIELD_MANAGER, "Update"),
+                entry("kubectl", "Apply"),
+            ]),
+            annotations: Some(
+                [
+                    (LAST_APPLIED.to_string(), "{...}".to_string()),
+                    ("keep".to_string(), "me".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let before = owned_by_metadata_manager(meta.managed_fields.as_ref());
+        slim_metadata(&mut meta);
+        assert_eq!(meta.managed_fields.as_ref().map(Vec::len), Some(1));
+        assert_eq!(owned_by_metadata_manager(meta.managed_fields.as_ref()), before);
+        assert_eq!(before.labels, ["team".to_string()].into());
+        assert_eq!(meta.annotations, Some([("keep".to_string(), "me".to_string())].into()));
+
+        let mut other = ObjectMeta {
+            managed_fields: Some(vec![entry("capi-manager", "Update")]),
+            ..Default::default()
+        };
+        slim_metadata(&mut other);
+        assert_eq!(other.managed_fields, None);
     }
 
     #[test]
