@@ -25,6 +25,7 @@ use mk8s_api::MicroK8sConfig;
 use mk8s_api::capi::{Cluster, ClusterExt, Machine, MachineExt};
 use mk8s_api::consts;
 use mk8s_pki::KeyAlgorithm;
+use mk8s_runtime::slim::slim_all;
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -97,27 +98,37 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
 
     let machine_stream = watcher(rt.api_with::<Machine>(&machine_ar), wc.clone())
         .default_backoff()
+        .modify(|m: &mut Machine| slim_all(m.meta_mut()))
         .reflect(machine_writer)
         .touched_objects();
     let cluster_stream = watcher(rt.api_with::<Cluster>(&cluster_ar), wc.clone())
         .default_backoff()
+        .modify(|c: &mut Cluster| slim_all(c.meta_mut()))
         .reflect(cluster_writer)
         .touched_objects();
     let labelled = watcher::Config::default().labels(consts::LABEL_CLUSTER_NAME);
     let secret_stream = watcher(rt.api::<PartialObjectMeta<Secret>>(), labelled.clone())
         .default_backoff()
-        .modify(|s: &mut PartialObjectMeta<Secret>| s.managed_fields_mut().clear())
+        .modify(|s: &mut PartialObjectMeta<Secret>| slim_all(s.meta_mut()))
         .reflect(secret_writer)
         .touched_objects();
     let lock_stream = watcher(rt.api::<PartialObjectMeta<ConfigMap>>(), labelled)
         .default_backoff()
-        .modify(|s: &mut PartialObjectMeta<ConfigMap>| s.managed_fields_mut().clear())
+        .modify(|s: &mut PartialObjectMeta<ConfigMap>| slim_all(s.meta_mut()))
         .reflect(lock_writer)
         .touched_objects();
 
-    let controller = Controller::new(rt.api::<MicroK8sConfig>(), wc.clone())
+    // Managed fields and last-applied copies are dropped before objects enter the stores:
+    // nothing here reads them, and they can outweigh the rest of an object.
+    let config_writer = reflector::store::Writer::<MicroK8sConfig>::default();
+    let configs = config_writer.as_reader();
+    let config_stream = watcher(rt.api::<MicroK8sConfig>(), wc.clone())
+        .default_backoff()
+        .modify(|c: &mut MicroK8sConfig| slim_all(c.meta_mut()))
+        .reflect(config_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(config_stream, configs.clone())
         .with_config(ControllerConfig::default().concurrency(rt.flags.concurrency));
-    let configs = controller.store();
 
     let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     {

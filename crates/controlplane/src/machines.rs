@@ -323,23 +323,11 @@ fn is_metadata_manager_apply(e: &ManagedFieldsEntry) -> bool {
     e.manager.as_deref() == Some(names::METADATA_FIELD_MANAGER) && e.operation.as_deref() == Some("Apply")
 }
 
-/// kubectl's client-side apply annotation: a copy of the whole object as last applied.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Drops from an object's metadata, before it enters a watch store, what no reconcile reads
-/// and what can outweigh the rest of the object: every managed-fields entry but our metadata
-/// manager's applies (read by [`owned_by_metadata_manager`]) and kubectl's last-applied
-/// annotation. Store objects are never written back whole, so nothing is lost on the server.
+/// (see [`mk8s_runtime::slim`]) but our metadata manager's apply entries, which
+/// [`owned_by_metadata_manager`] reads.
 pub fn slim_metadata(meta: &mut ObjectMeta) {
-    if let Some(f) = meta.managed_fields.as_mut() {
-        f.retain(is_metadata_manager_apply);
-        if f.is_empty() {
-            meta.managed_fields = None;
-        }
-    }
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
+    mk8s_runtime::slim::slim_metadata(meta, is_metadata_manager_apply);
 }
 
 /// Reads what [`names::METADATA_FIELD_MANAGER`] owns.
@@ -672,7 +660,10 @@ mod tests {
             ]),
             annotations: Some(
                 [
-                    (LAST_APPLIED.to_string(), "{...}".to_string()),
+                    (
+                        mk8s_runtime::slim::ANNOTATION_LAST_APPLIED.to_string(),
+                        "{...}".to_string(),
+                    ),
                     ("keep".to_string(), "me".to_string()),
                 ]
                 .into(),

@@ -9,6 +9,7 @@ pub mod client;
 pub mod flags;
 pub mod metrics;
 pub mod server;
+pub mod slim;
 
 use std::future::Future;
 use std::sync::Arc;
