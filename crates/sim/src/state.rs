@@ -112,16 +112,8 @@ impl Sim {
         ns: &str,
         name: &str,
     ) -> Result<Option<Arc<mk8s_api::capi::Cluster>>, kube::Error> {
-        let ar = self.core.cluster();
-        if let Some(c) = self
-            .capi
-            .get()
-            .and_then(|s| s.clusters.get(&ObjectRef::new_with(name, ar.clone()).within(ns)))
-        {
-            return Ok(Some(c));
-        }
-        let api: kube::Api<mk8s_api::capi::Cluster> = kube::Api::namespaced_with(self.mgmt.clone(), ns, &ar);
-        Ok(api.get_opt(name).await?.map(Arc::new))
+        let store = self.capi.get().map(|s| &s.clusters);
+        seen_or_read(&self.mgmt, store, self.core.cluster(), ns, name).await
     }
 
     /// The CAPI Machine `ns/name`: from the watch, else read.
@@ -130,17 +122,30 @@ impl Sim {
         ns: &str,
         name: &str,
     ) -> Result<Option<Arc<mk8s_api::capi::Machine>>, kube::Error> {
-        let ar = self.core.machine();
-        if let Some(m) = self
-            .capi
-            .get()
-            .and_then(|s| s.machines.get(&ObjectRef::new_with(name, ar.clone()).within(ns)))
-        {
-            return Ok(Some(m));
-        }
-        let api: kube::Api<mk8s_api::capi::Machine> = kube::Api::namespaced_with(self.mgmt.clone(), ns, &ar);
-        Ok(api.get_opt(name).await?.map(Arc::new))
+        let store = self.capi.get().map(|s| &s.machines);
+        seen_or_read(&self.mgmt, store, self.core.machine(), ns, name).await
     }
+}
+
+/// The object `ns/name` of resource `ar`: from `store` when it shows it, else read.
+async fn seen_or_read<K>(
+    client: &kube::Client,
+    store: Option<&kube::runtime::reflector::Store<K>>,
+    ar: kube::core::ApiResource,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Arc<K>>, kube::Error>
+where
+    K: kube::Resource<DynamicType = kube::core::ApiResource, Scope = kube::core::DynamicResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if let Some(o) = store.and_then(|s| s.get(&ObjectRef::new_with(name, ar.clone()).within(ns))) {
+        return Ok(Some(o));
+    }
+    let api: kube::Api<K> = kube::Api::namespaced_with(client.clone(), ns, &ar);
+    Ok(api.get_opt(name).await?.map(Arc::new))
 }
 
 /// Requeue channels of one management cluster's controllers.
