@@ -35,7 +35,7 @@ use crate::error::Result;
 
 /// A full Secret this process read or wrote, and the watched states at which it is current.
 #[derive(Clone, Debug)]
-pub struct Copy {
+pub struct SecretCopy {
     /// The Secret as read, or as the server returned it from our write.
     pub secret: Arc<Secret>,
     /// Watched states at which `secret` is known to be current: its own version, plus for our
@@ -58,7 +58,7 @@ pub enum Answer {
 /// Decides how to answer a read of one Secret from what the watch shows of it (its
 /// `resourceVersion`, `None` when it does not show it), whether the watch has completed its
 /// first list, and the copy held.
-pub fn answer(watched: Option<&str>, listed: bool, copy: Option<&Copy>) -> Answer {
+pub fn answer(watched: Option<&str>, listed: bool, copy: Option<&SecretCopy>) -> Answer {
     let want = watched.map(str::to_string);
     match copy {
         Some(c) if c.stands_for.contains(&want) => Answer::Copy,
@@ -71,7 +71,7 @@ type Key = (String, String);
 
 #[derive(Default)]
 struct Shared {
-    copies: Mutex<HashMap<Key, Copy>>,
+    copies: Mutex<HashMap<Key, SecretCopy>>,
     listed: AtomicBool,
     reads: AtomicU64,
 }
@@ -187,7 +187,7 @@ impl SecretCache {
                     let rv = s.metadata.resource_version.clone();
                     c.insert(
                         key,
-                        Copy {
+                        SecretCopy {
                             secret: s.clone(),
                             stands_for: vec![rv],
                         },
@@ -214,7 +214,7 @@ impl SecretCache {
         if let Ok(mut c) = self.shared.copies.lock() {
             c.insert(
                 key,
-                Copy {
+                SecretCopy {
                     secret: Arc::new(secret),
                     stands_for,
                 },
@@ -380,10 +380,10 @@ impl InfraMeta {
 mod tests {
     use super::*;
 
-    fn copy(rv: &str, stands_for: &[Option<&str>]) -> Copy {
+    fn copy(rv: &str, stands_for: &[Option<&str>]) -> SecretCopy {
         let mut s = Secret::default();
         s.metadata.resource_version = Some(rv.into());
-        Copy {
+        SecretCopy {
             secret: Arc::new(s),
             stands_for: stands_for.iter().map(|v| v.map(str::to_string)).collect(),
         }

@@ -3,8 +3,9 @@
 //! Triggers: the control planes themselves; Clusters (through `spec.controlPlaneRef`, by group
 //! and kind, never version); Machines (controller reference to a control plane, else their
 //! Cluster's control plane — workers matter for providerIDs and deletion); MicroK8sConfigs
-//! (owner reference); Secrets labelled with a cluster name (metadata only, also feeding the
-//! [`SecretCache`]); and each workload cluster's Nodes and node action pods. Control plane
+//! (owner reference); Secrets (metadata only, all of them, also feeding the [`SecretCache`];
+//! by owner reference, cluster-name label, else by name for `<cluster>-ca|-kubeconfig|
+//! -capi-auth-token`); and each workload cluster's Nodes and node action pods. Control plane
 //! infrastructure machines are watched (metadata only) by [`InfraMeta`] without triggering.
 
 use std::collections::HashMap;

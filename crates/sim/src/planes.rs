@@ -24,7 +24,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use mk8s_api::capi::{Cluster, Machine};
+use mk8s_api::capi::{Cluster, Machine, ObjRef};
 
 use crate::state::{CapiStores, Sim, Triggers, lock};
 use crate::{Error, SimCluster, SimHandle, SimMachine, controller};
@@ -93,7 +93,7 @@ pub(crate) fn start_controllers(
     let machine_ctrl = Controller::new(sim_machines, wc.clone()).with_config(ctrl_cfg.clone());
     let sim_machine_store = machine_ctrl.store();
     {
-        let (cluster_tx, machine_tx) = (cluster_tx.clone(), machine_tx.clone());
+        let machine_tx = machine_tx.clone();
         tasks.push(feed(
             clusters,
             wc.clone(),
@@ -101,8 +101,8 @@ pub(crate) fn start_controllers(
             stopped(),
             move |c: &Cluster| {
                 let ns = c.metadata.namespace.clone().unwrap_or_default();
-                if let Some(r) = c.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "SimCluster") {
-                    let _ = cluster_tx.unbounded_send(ObjectRef::new(&r.name).within(&ns));
+                if let Some(r) = referenced(c.spec.infrastructure_ref.as_ref(), &ns) {
+                    let _ = cluster_tx.unbounded_send(r);
                 }
                 let name = c.metadata.name.clone().unwrap_or_default();
                 for m in sim_machine_store.state() {
@@ -126,8 +126,8 @@ pub(crate) fn start_controllers(
         stopped(),
         move |m: &Machine| {
             let ns = m.metadata.namespace.clone().unwrap_or_default();
-            if let Some(r) = m.spec.infrastructure_ref.as_ref().filter(|r| r.kind == "SimMachine") {
-                let _ = machine_tx.unbounded_send(ObjectRef::new(&r.name).within(&ns));
+            if let Some(r) = referenced(m.spec.infrastructure_ref.as_ref(), &ns) {
+                let _ = machine_tx.unbounded_send(r);
             }
         },
     ));
@@ -147,6 +147,13 @@ pub(crate) fn start_controllers(
         .for_each(|_| futures::future::ready(()));
     tasks.push(tokio::spawn(machine_ctrl));
     tasks
+}
+
+/// The simulator object an infrastructure reference in namespace `ns` names, when it is of
+/// the simulator's kind `K`.
+fn referenced<K: kube::Resource<DynamicType = ()>>(r: Option<&ObjRef>, ns: &str) -> Option<ObjectRef<K>> {
+    r.filter(|r| r.kind == K::kind(&()))
+        .map(|r| ObjectRef::new(&r.name).within(ns))
 }
 
 /// Follows `api` into `writer` until `stop` resolves, calling `changed` with every object
