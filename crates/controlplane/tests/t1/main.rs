@@ -901,3 +901,68 @@ async fn caches_serve_only_what_the_watch_vouches_for() {
     .await;
     infra.stop_all();
 }
+
+/// Reconciles counted so far by this controller (every result).
+fn reconciles(ctl: &Running) -> u64 {
+    ctl.metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("mk8s_reconcile_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A cluster CA that appears after the control plane without any label or owner (as
+/// Canonical's bootstrap provider wrote it, with its `crt`/`key` keys) reaches the control
+/// plane through the Secret watch by its name alone: the controller is idle (no timer, no
+/// other change), the Secret is created, and the kubeconfig follows.
+#[tokio::test]
+async fn an_unlabelled_ca_created_later_wakes_the_control_plane() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "lateca").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.4")).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_condition(
+        "CertificatesAvailable",
+        |c| c.reason == "WaitingForClusterCA" && c.message.contains("c1-ca"),
+        "the wait for the cluster CA explained",
+    )
+    .await;
+    // Idle: no reconcile for two seconds in a row (no CAPI core, no infrastructure, no timer).
+    let mut last = reconciles(&ctl);
+    let mut quiet_since = tokio::time::Instant::now();
+    env.wait("the controller idle", || {
+        let now = reconciles(&ctl);
+        if now != last {
+            last = now;
+            quiet_since = tokio::time::Instant::now();
+        }
+        let quiet = quiet_since.elapsed() >= Duration::from_secs(2);
+        async move { quiet }
+    })
+    .await;
+    assert!(env.secrets().get_opt("c1-kubeconfig").await.unwrap().is_none());
+    let before = reconciles(&ctl);
+    assert!(before > 0, "the reconcile counter counts");
+
+    let ca: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "c1-ca"},
+        "stringData": {"crt": env.ca.cert_pem, "key": env.ca.key_pem}}))
+    .unwrap();
+    env.secrets().create(&PostParams::default(), &ca).await.unwrap();
+    let kc = wait_for_value(
+        || async { env.secrets().get_opt("c1-kubeconfig").await.unwrap() },
+        "the kubeconfig after the CA appeared",
+    )
+    .await;
+    // The reconcile that wrote it is counted when it ends.
+    env.wait("the waking reconcile counted", || async { reconciles(&ctl) > before })
+        .await;
+    let yaml = String::from_utf8(kc.data.unwrap()["value"].0.clone()).unwrap();
+    let wc = mk8s_testenv::client_from_kubeconfig_yaml(&yaml).await.unwrap();
+    Api::<Node>::all(wc).list(&ListParams::default()).await.unwrap();
+    env.wait_condition("CertificatesAvailable", |c| c.status == "True", "CertificatesAvailable")
+        .await;
+    ctl.stop().await;
+}
