@@ -1,6 +1,7 @@
 //! Scenario 1: time from applying a cluster to its Cluster `Available`, on a fresh plane per
 //! run, with the simulator in its normal mode (one real workload apiserver per cluster).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kube::api::DynamicObject;
@@ -46,6 +47,38 @@ pub struct Run {
     pub initialized_s: Option<f64>,
     /// Seconds until every Machine had a nodeRef.
     pub all_nodes_s: Option<f64>,
+    /// When each step was first seen (polled every 100 ms), seconds after the apply: the
+    /// timeline of the first control plane machine and of the first worker (keys from
+    /// [`TIMELINE`], numbered in order).
+    pub timeline: BTreeMap<&'static str, f64>,
+}
+
+/// The timeline's steps in order: who acts, and what is seen.
+pub const TIMELINE: [&str; 14] = [
+    "01 control plane Machine created (ours: control plane)",
+    "02 its bootstrap data (ours: bootstrap; CAPI copies the name)",
+    "03 its VM up (simulator)",
+    "04 its node bootstrapped (node scripts)",
+    "05 control plane initialized (ours: control plane)",
+    "06 Cluster ControlPlaneInitialized (CAPI)",
+    "07 its nodeRef (ours: providerID; CAPI)",
+    "08 worker Machine created (CAPI MachineSet)",
+    "09 its bootstrap data (ours: bootstrap; CAPI copies the name)",
+    "10 its VM up (simulator)",
+    "11 its node bootstrapped (node scripts)",
+    "12 its nodeRef (CAPI)",
+    "13 every Machine's nodeRef",
+    "14 Cluster Available (CAPI)",
+];
+
+fn seen(t: &mut BTreeMap<&'static str, f64>, step: usize, now: f64) {
+    if let Some(k) = TIMELINE.get(step) {
+        t.entry(k).or_insert(now);
+    }
+}
+
+fn is_control_plane(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels.is_some_and(|l| l.contains_key("cluster.x-k8s.io/control-plane"))
 }
 
 fn cond_true(o: &DynamicObject, type_: &str) -> bool {
@@ -92,31 +125,67 @@ pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run
         available_s: None,
         initialized_s: None,
         all_nodes_s: None,
+        timeline: BTreeMap::new(),
     };
+    let sim_machines = cluster::dynamic(&client, &ns, "infrastructure.cluster.x-k8s.io/v1alpha1", "SimMachine");
     let want = usize::try_from(cp + workers).unwrap_or(0);
     while t0.elapsed() < timeout {
         let now = t0.elapsed().as_secs_f64();
+        let tl = &mut run.timeline;
         if run.initialized_s.is_none()
             && let Ok(m) = mcps.get("c-control-plane").await
             && m.data["status"]["initialized"] == true
         {
             run.initialized_s = Some(now);
+            seen(tl, 4, now);
         }
-        if run.all_nodes_s.is_none() {
-            let ms = cluster::machines(&client, &ns, "c").await;
-            if ms.len() == want
-                && ms
-                    .iter()
-                    .all(|m| m.status.as_ref().is_some_and(|s| s.node_ref.is_some()))
-            {
-                run.all_nodes_s = Some(now);
+        let ms = cluster::machines(&client, &ns, "c").await;
+        for m in &ms {
+            let base = if is_control_plane(m.metadata.labels.as_ref()) {
+                0
+            } else {
+                7
+            };
+            seen(tl, base, now);
+            if m.spec.bootstrap.data_secret_name.is_some() {
+                seen(tl, base + 1, now);
+            }
+            if m.status.as_ref().is_some_and(|s| s.node_ref.is_some()) {
+                seen(tl, if base == 0 { 6 } else { 11 }, now);
             }
         }
-        if run.available_s.is_none()
-            && let Ok(c) = clusters.get("c").await
-            && cond_true(&c, "Available")
+        if let Ok(sms) = sim_machines.list(&Default::default()).await {
+            for sm in sms.items {
+                let base = if is_control_plane(sm.metadata.labels.as_ref()) {
+                    0
+                } else {
+                    7
+                };
+                if sm.data["status"]["initialization"]["provisioned"] == true {
+                    seen(tl, base + 2, now);
+                }
+                if cond_true(&sm, "BootstrapSucceeded") {
+                    seen(tl, base + 3, now);
+                }
+            }
+        }
+        if run.all_nodes_s.is_none()
+            && ms.len() == want
+            && ms
+                .iter()
+                .all(|m| m.status.as_ref().is_some_and(|s| s.node_ref.is_some()))
         {
-            run.available_s = Some(now);
+            run.all_nodes_s = Some(now);
+            seen(tl, 12, now);
+        }
+        if let Ok(c) = clusters.get("c").await {
+            if cond_true(&c, "ControlPlaneInitialized") {
+                seen(tl, 5, now);
+            }
+            if run.available_s.is_none() && cond_true(&c, "Available") {
+                run.available_s = Some(now);
+                seen(tl, 13, now);
+            }
         }
         if run.available_s.is_some() && run.all_nodes_s.is_some() {
             break;

@@ -49,12 +49,14 @@ struct Args {
     shared_ca: bool,
     out: PathBuf,
     manager_args: Vec<String>,
+    delays: Vec<Delays>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: mk8s-bench [available|throughput|resources|scale|report ...] [--runs N] [--configs N] \
-         [--resources-n N] [--scale-n N] [--shared-ca] [--out FILE] [--manager-arg FLAG ...]"
+         [--resources-n N] [--scale-n N] [--shared-ca] [--delays zero|realistic] [--out FILE] \
+         [--manager-arg FLAG ...]"
     );
     std::process::exit(2)
 }
@@ -70,6 +72,7 @@ fn parse_args() -> Args {
         shared_ca: false,
         out: std::env::var("BENCH_OUT").map_or_else(|_| target.join("bench/results.json"), PathBuf::from),
         manager_args: vec![],
+        delays: vec![],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -87,6 +90,11 @@ fn parse_args() -> Args {
             "--shared-ca" => a.shared_ca = true,
             "--out" => a.out = it.next().map(PathBuf::from).unwrap_or_else(|| usage()),
             "--manager-arg" => a.manager_args.push(it.next().unwrap_or_else(|| usage())),
+            "--delays" => a.delays.push(match it.next().as_deref() {
+                Some("zero") => Delays::Zero,
+                Some("realistic") => Delays::Realistic,
+                _ => usage(),
+            }),
             "-h" | "--help" => usage(),
             s if ["available", "throughput", "resources", "scale", "report", "all"].contains(&s) => {
                 a.scenarios.push(s.to_string());
@@ -101,6 +109,9 @@ fn parse_args() -> Args {
         a.scenarios = ["available", "throughput", "resources", "scale"]
             .map(String::from)
             .to_vec();
+    }
+    if a.delays.is_empty() {
+        a.delays = vec![Delays::Zero, Delays::Realistic];
     }
     a
 }
@@ -205,10 +216,10 @@ fn meta() -> Value {
 
 async fn scenario_available(a: &Args) -> Value {
     let shapes = [(1, 1), (3, 3)];
-    let delays = [Delays::Zero, Delays::Realistic];
+    let delays = a.delays.clone();
     let mut runs: std::collections::BTreeMap<String, Vec<available::Run>> = Default::default();
     for r in 0..a.runs {
-        for d in delays {
+        for &d in &delays {
             for (cp, w) in shapes {
                 let key = format!("{cp}cp+{w}w/{d:?}");
                 let label = format!("available-{cp}cp{w}w-{d:?}-{r}").to_lowercase();
@@ -225,13 +236,20 @@ async fn scenario_available(a: &Args) -> Value {
         }
     }
     let mut rows = vec![];
-    for d in delays {
+    for &d in &delays {
         for (cp, w) in shapes {
             let key = format!("{cp}cp+{w}w/{d:?}");
             let rs = runs.remove(&key).unwrap_or_default();
             let avail: Vec<f64> = rs.iter().filter_map(|r| r.available_s).collect();
             let init: Vec<f64> = rs.iter().filter_map(|r| r.initialized_s).collect();
             let nodes: Vec<f64> = rs.iter().filter_map(|r| r.all_nodes_s).collect();
+            let timeline: serde_json::Map<String, Value> = available::TIMELINE
+                .iter()
+                .map(|step| {
+                    let ts: Vec<f64> = rs.iter().filter_map(|r| r.timeline.get(step).copied()).collect();
+                    (step.to_string(), json!(median(&ts)))
+                })
+                .collect();
             rows.push(json!({
                 "shape": format!("{cp} CP + {w} workers"),
                 "delays": d.label(),
@@ -240,6 +258,7 @@ async fn scenario_available(a: &Args) -> Value {
                 "median_available_s": median(&avail),
                 "median_initialized_s": median(&init),
                 "median_all_nodes_s": median(&nodes),
+                "median_timeline_s": timeline,
                 "theirs_median_available_s": Value::Null,
                 "ratio_ours_over_theirs": Value::Null,
             }));
