@@ -46,6 +46,8 @@ pub struct Context {
     recorder: Recorder,
     machines: Store<Machine>,
     clusters: Store<Cluster>,
+    /// The controller's own MicroK8sConfig store (roles recorded on the configs).
+    configs: Store<MicroK8sConfig>,
     secrets: Store<PartialObjectMeta<Secret>>,
     locks: Store<PartialObjectMeta<ConfigMap>>,
     machine_ar: ApiResource,
@@ -153,6 +155,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         rt: rt.clone(),
         machines: machines.clone(),
         clusters: clusters.clone(),
+        configs: configs.clone(),
         secrets: secret_store,
         locks: lock_store,
         machine_ar: machine_ar.clone(),
@@ -537,18 +540,22 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
         }
         Role::JoinControlPlane | Role::Worker => {
             let machines = ctx.machines.state();
-            let addresses = decide::join_addresses(
+            let in_ns = || {
                 machines
                     .iter()
                     .map(|m| &**m)
-                    .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str())),
-                &g.cluster,
-                &g.machine,
-            );
+                    .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()))
+            };
+            let initialized_by = if cluster.control_plane_initialized() {
+                initializers(in_ns(), &ctx.configs, &g.cluster)
+            } else {
+                vec![]
+            };
+            let addresses = decide::join_addresses(in_ns(), &g.cluster, &g.machine, &initialized_by);
             if addresses.is_empty() {
                 return Ok(wait(
                     reason::WAITING_FOR_JOIN_ADDRESSES,
-                    "waiting for a running control plane machine with an address to join through".into(),
+                    "waiting for a control plane machine to join through: one with a providerID and an address that is Running (has a node) or initialized the cluster".into(),
                 ));
             }
             if g.role == Role::Worker {
@@ -618,6 +625,24 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
         ca_condition,
         None,
     ))
+}
+
+/// The control plane machines of a cluster whose MicroK8sConfig rendered the init role (as
+/// recorded on the config), by name.
+fn initializers<'a>(
+    machines: impl Iterator<Item = &'a Machine>,
+    configs: &Store<MicroK8sConfig>,
+    cluster: &str,
+) -> Vec<String> {
+    machines
+        .filter(|m| m.spec.cluster_name == cluster && m.is_control_plane())
+        .filter(|m| {
+            config_ref_of(m).and_then(|r| configs.get(&r)).is_some_and(|c| {
+                c.annotations().get(decide::ROLE_ANNOTATION).map(String::as_str) == Some(Role::Init.as_str())
+            })
+        })
+        .filter_map(|m| m.metadata.name.clone())
+        .collect()
 }
 
 /// Reads the Cluster from the API (not the cache) and tells whether it is initialized.

@@ -24,7 +24,8 @@ pub mod reason {
     pub const WAITING_FOR_INIT_LOCK: &str = "WaitingForInitLock";
     /// Workers wait for the control plane to be initialised (Canonical's/CAPI's reason).
     pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlaneAvailable";
-    /// No running control plane machine reports an address to join through.
+    /// No control plane machine to join through (Running, or the cluster's initializer once
+    /// the cluster is initialized) reports an address.
     pub const WAITING_FOR_JOIN_ADDRESSES: &str = "WaitingForControlPlaneAddresses";
     /// The user must fix the spec or the Machine.
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
@@ -327,13 +328,18 @@ fn regenerate_or_decide(facts: &Facts<'_>, machine: &Machine, cluster: &Cluster)
     })
 }
 
-/// Addresses to join through: of the running control plane machines of the cluster that have
-/// a providerID (other than `exclude`), all InternalIPs, or else all ExternalIPs (Canonical's
-/// preference), in a stable order.
+/// Addresses to join through: of the cluster's control plane machines (other than `exclude`)
+/// that have a providerID and a node to join — phase `Running` (CAPI saw the node: Canonical's
+/// rule), or named in `initialized_by`, the machines that initialized the cluster, which the
+/// caller passes only once the cluster is initialized: then their node accepts joins, without
+/// waiting for CAPI's nodeRef (CAPI connects to a new workload cluster on a 30 s retry, so the
+/// first machine's nodeRef can lag its initialization by that much, and every join with it) —
+/// all InternalIPs, or else all ExternalIPs (Canonical's preference), in a stable order.
 pub fn join_addresses<'a>(
     machines: impl IntoIterator<Item = &'a Machine>,
     cluster: &str,
     exclude: &str,
+    initialized_by: &[String],
 ) -> Vec<String> {
     let mut candidates: Vec<&Machine> = machines
         .into_iter()
@@ -341,7 +347,10 @@ pub fn join_addresses<'a>(
         .filter(|m| m.is_control_plane() && !m.is_deleting())
         .filter(|m| m.metadata.name.as_deref() != Some(exclude))
         .filter(|m| m.spec.provider_id.as_deref().is_some_and(|p| !p.is_empty()))
-        .filter(|m| m.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|m| {
+            m.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                || m.metadata.name.as_ref().is_some_and(|n| initialized_by.contains(n))
+        })
         .collect();
     candidates.sort_by(|a, b| {
         (a.metadata.creation_timestamp.as_ref().map(|t| t.0), &a.metadata.name)
@@ -647,8 +656,29 @@ mod tests {
                 "2026-01-01T00:00:06Z",
             ),
         ];
-        assert_eq!(join_addresses(&machines, "c", "self"), ["10.0.0.1", "10.0.0.2"]);
-        assert!(join_addresses(&machines, "other", "self").is_empty());
+        assert_eq!(join_addresses(&machines, "c", "self", &[]), ["10.0.0.1", "10.0.0.2"]);
+        assert!(join_addresses(&machines, "other", "self", &[]).is_empty());
+        // The machine that initialized the cluster counts before CAPI's nodeRef makes it
+        // Running; still only with a providerID, never the machine itself or a worker.
+        let init = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            join_addresses(&machines, "c", "self", &init(&["prov"])),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        );
+        assert_eq!(
+            join_addresses(&machines, "c", "self", &init(&["nopid", "worker", "self"])),
+            ["10.0.0.1", "10.0.0.2"]
+        );
+        let first = vec![mk(
+            "first",
+            true,
+            "Provisioned",
+            true,
+            internal("10.0.0.9"),
+            "2026-01-01T00:00:01Z",
+        )];
+        assert!(join_addresses(&first, "c", "self", &[]).is_empty(), "not Running yet");
+        assert_eq!(join_addresses(&first, "c", "self", &init(&["first"])), ["10.0.0.9"]);
         let external_only = vec![mk(
             "x",
             true,
@@ -657,6 +687,6 @@ mod tests {
             json!([{"type": "ExternalIP", "address": "203.0.113.1"}, {"type": "Hostname", "address": "x"}]),
             "2026-01-01T00:00:01Z",
         )];
-        assert_eq!(join_addresses(&external_only, "c", "self"), ["203.0.113.1"]);
+        assert_eq!(join_addresses(&external_only, "c", "self", &[]), ["203.0.113.1"]);
     }
 }

@@ -175,12 +175,17 @@ impl Env {
 
     /// What CAPI and the infrastructure do once a machine runs: providerID, address, phase.
     async fn running(&self, name: &str, ip: &str) {
+        self.in_phase(name, ip, "Running").await;
+    }
+
+    /// The infrastructure is up (providerID, address) in `phase`.
+    async fn in_phase(&self, name: &str, ip: &str, phase: &str) {
         self.patch_spec("Machine", name, json!({"providerID": format!("sim://{name}")}))
             .await;
         self.patch_status(
             "Machine",
             name,
-            json!({"phase": "Running", "addresses": [{"type": "InternalIP", "address": ip}]}),
+            json!({"phase": phase, "addresses": [{"type": "InternalIP", "address": ip}]}),
         )
         .await;
     }
@@ -292,9 +297,10 @@ async fn gating_init_join_and_worker_wakeup() {
     let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.controller), ("MicroK8sConfig", Some(true)));
 
-    // Once the init machine runs and CAPI reports the control plane initialized, the worker
-    // wakes at once (Cluster watch, no poll) and joins through the init machine's address.
-    env.running("early", "10.1.0.1").await;
+    // Once CAPI reports the control plane initialized, the worker wakes at once (Cluster
+    // watch, no poll) and joins through the init machine's address — even though CAPI has not
+    // set that machine's nodeRef yet (phase Provisioned, not Running).
+    env.in_phase("early", "10.1.0.1", "Provisioned").await;
     let t0 = Instant::now();
     env.initialize("c1").await;
     env.wait_reason("w1", "True/DataSecretCreated").await;
@@ -312,6 +318,18 @@ async fn gating_init_join_and_worker_wakeup() {
     env.machine("c1", "cp2", true, Some("v1.33.4"), json!({})).await;
     env.wait_reason("cp2", "True/DataSecretCreated").await;
     assert_eq!(role_of(&env.data("cp2").await), "join-control-plane");
+    assert!(env.data("cp2").await.contains("10.1.0.1:30000/"));
+
+    // A joining machine is no join target before it runs (its node may not be a member yet);
+    // once Running it is.
+    env.in_phase("cp2", "10.1.0.2", "Provisioned").await;
+    env.machine("c1", "w2", false, Some("v1.33.4"), json!({})).await;
+    let w2 = env.data("w2").await;
+    assert!(w2.contains("10.1.0.1:30000/") && !w2.contains("10.1.0.2"), "{w2}");
+    env.running("cp2", "10.1.0.2").await;
+    env.machine("c1", "w3", false, Some("v1.33.4"), json!({})).await;
+    let w3 = env.data("w3").await;
+    assert!(w3.contains("10.1.0.1:30000/") && w3.contains("10.1.0.2:30000/"), "{w3}");
 
     // The init lock was released once initialized.
     let locks = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns);
