@@ -54,22 +54,53 @@ pub struct Run {
 }
 
 /// The timeline's steps in order: who acts, and what is seen.
-pub const TIMELINE: [&str; 14] = [
-    "01 control plane Machine created (ours: control plane)",
-    "02 its bootstrap data (ours: bootstrap; CAPI copies the name)",
-    "03 its VM up (simulator)",
-    "04 its node bootstrapped (node scripts)",
-    "05 control plane initialized (ours: control plane)",
-    "06 Cluster ControlPlaneInitialized (CAPI)",
-    "07 its nodeRef (ours: providerID; CAPI)",
-    "08 worker Machine created (CAPI MachineSet)",
-    "09 its bootstrap data (ours: bootstrap; CAPI copies the name)",
-    "10 its VM up (simulator)",
-    "11 its node bootstrapped (node scripts)",
-    "12 its nodeRef (CAPI)",
-    "13 every Machine's nodeRef",
-    "14 Cluster Available (CAPI)",
+pub const TIMELINE: [&str; 20] = [
+    "01 Cluster infrastructure provisioned (simulator; CAPI copies it)",
+    "02 Cluster controlPlaneEndpoint set (simulator; CAPI copies it)",
+    "03 control plane Machine created (ours: control plane)",
+    "04 its MicroK8sConfig owned by the Machine (CAPI)",
+    "05 its MicroK8sConfig's data Secret written (ours: bootstrap)",
+    "06 its Machine has the data Secret's name (CAPI)",
+    "07 its VM up (simulator)",
+    "08 its node bootstrapped (node scripts)",
+    "09 control plane initialized (ours: control plane)",
+    "10 Cluster ControlPlaneInitialized (CAPI)",
+    "11 its nodeRef (ours: providerID; CAPI)",
+    "12 worker Machine created (CAPI MachineSet)",
+    "13 its MicroK8sConfig owned by the Machine (CAPI)",
+    "14 its MicroK8sConfig's data Secret written (ours: bootstrap)",
+    "15 its Machine has the data Secret's name (CAPI)",
+    "16 its VM up (simulator)",
+    "17 its node bootstrapped (node scripts)",
+    "18 its nodeRef (CAPI)",
+    "19 every Machine's nodeRef",
+    "20 Cluster Available (CAPI)",
 ];
+
+const INFRA: usize = 0;
+const ENDPOINT: usize = 1;
+const INITIALIZED: usize = 8;
+const CLUSTER_INITIALIZED: usize = 9;
+const EVERY_NODE_REF: usize = 18;
+const AVAILABLE: usize = 19;
+
+/// A machine's own steps, as offsets from its role's first step.
+const CREATED: usize = 0;
+const OWNED: usize = 1;
+const CONFIG_DATA: usize = 2;
+const MACHINE_DATA: usize = 3;
+const VM_UP: usize = 4;
+const BOOTED: usize = 5;
+
+/// The step of a machine of a role: control plane machines from step 2 (their nodeRef is
+/// step 10), workers from step 11 (nodeRef 17).
+fn step(control_plane: bool, offset: usize) -> usize {
+    if control_plane { 2 + offset } else { 11 + offset }
+}
+
+fn node_ref_step(control_plane: bool) -> usize {
+    if control_plane { 10 } else { 17 }
+}
 
 fn seen(t: &mut BTreeMap<&'static str, f64>, step: usize, now: f64) {
     if let Some(k) = TIMELINE.get(step) {
@@ -127,6 +158,7 @@ pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run
         all_nodes_s: None,
         timeline: BTreeMap::new(),
     };
+    let configs = cluster::dynamic(&client, &ns, "bootstrap.cluster.x-k8s.io/v1beta1", "MicroK8sConfig");
     let sim_machines = cluster::dynamic(&client, &ns, "infrastructure.cluster.x-k8s.io/v1alpha1", "SimMachine");
     let want = usize::try_from(cp + workers).unwrap_or(0);
     while t0.elapsed() < timeout {
@@ -137,35 +169,49 @@ pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run
             && m.data["status"]["initialized"] == true
         {
             run.initialized_s = Some(now);
-            seen(tl, 4, now);
+            seen(tl, INITIALIZED, now);
         }
         let ms = cluster::machines(&client, &ns, "c").await;
         for m in &ms {
-            let base = if is_control_plane(m.metadata.labels.as_ref()) {
-                0
-            } else {
-                7
-            };
-            seen(tl, base, now);
+            let cp = is_control_plane(m.metadata.labels.as_ref());
+            seen(tl, step(cp, CREATED), now);
             if m.spec.bootstrap.data_secret_name.is_some() {
-                seen(tl, base + 1, now);
+                seen(tl, step(cp, MACHINE_DATA), now);
             }
             if m.status.as_ref().is_some_and(|s| s.node_ref.is_some()) {
-                seen(tl, if base == 0 { 6 } else { 11 }, now);
+                seen(tl, node_ref_step(cp), now);
+            }
+        }
+        // A config's role is its Machine's (the control plane's configs are not labelled).
+        let cp_configs: Vec<&str> = ms
+            .iter()
+            .filter(|m| is_control_plane(m.metadata.labels.as_ref()))
+            .filter_map(|m| m.spec.bootstrap.config_ref.as_ref().map(|r| r.name.as_str()))
+            .collect();
+        if let Ok(cfgs) = configs.list(&Default::default()).await {
+            for c in cfgs.items {
+                let cp = c.metadata.name.as_deref().is_some_and(|n| cp_configs.contains(&n));
+                if c.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "Machine")
+                {
+                    seen(tl, step(cp, OWNED), now);
+                }
+                if c.data["status"]["dataSecretName"].is_string() {
+                    seen(tl, step(cp, CONFIG_DATA), now);
+                }
             }
         }
         if let Ok(sms) = sim_machines.list(&Default::default()).await {
             for sm in sms.items {
-                let base = if is_control_plane(sm.metadata.labels.as_ref()) {
-                    0
-                } else {
-                    7
-                };
+                let cp = is_control_plane(sm.metadata.labels.as_ref());
                 if sm.data["status"]["initialization"]["provisioned"] == true {
-                    seen(tl, base + 2, now);
+                    seen(tl, step(cp, VM_UP), now);
                 }
                 if cond_true(&sm, "BootstrapSucceeded") {
-                    seen(tl, base + 3, now);
+                    seen(tl, step(cp, BOOTED), now);
                 }
             }
         }
@@ -176,15 +222,24 @@ pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run
                 .all(|m| m.status.as_ref().is_some_and(|s| s.node_ref.is_some()))
         {
             run.all_nodes_s = Some(now);
-            seen(tl, 12, now);
+            seen(tl, EVERY_NODE_REF, now);
         }
         if let Ok(c) = clusters.get("c").await {
+            if c.data["status"]["initialization"]["infrastructureProvisioned"] == true {
+                seen(tl, INFRA, now);
+            }
+            if c.data["spec"]["controlPlaneEndpoint"]["host"]
+                .as_str()
+                .is_some_and(|h| !h.is_empty())
+            {
+                seen(tl, ENDPOINT, now);
+            }
             if cond_true(&c, "ControlPlaneInitialized") {
-                seen(tl, 5, now);
+                seen(tl, CLUSTER_INITIALIZED, now);
             }
             if run.available_s.is_none() && cond_true(&c, "Available") {
                 run.available_s = Some(now);
-                seen(tl, 13, now);
+                seen(tl, AVAILABLE, now);
             }
         }
         if run.available_s.is_some() && run.all_nodes_s.is_some() {
