@@ -267,6 +267,21 @@ fn owner<'a>(cfg: &MicroK8sConfig, ctx: &Context, machine_slot: &'a mut Option<A
     {
         return Owner::MachinePool(r.name.clone());
     }
+    // Not owned yet: CAPI makes the Machine whose spec.bootstrap.configRef names this config
+    // its owner, a second or two after creating it (measured by `mk8s-bench available`); that
+    // Machine is the owner-to-be, so it is used at once when it is the only one.
+    let me = ObjectRef::<MicroK8sConfig>::new(&cfg.name_any()).within(&ns);
+    let mut claimants = ctx
+        .machines
+        .state()
+        .into_iter()
+        .filter(|m| config_ref_of(m).as_ref() == Some(&me));
+    if let (Some(m), None) = (claimants.next(), claimants.next()) {
+        *machine_slot = Some(m);
+        if let Some(m) = machine_slot.as_deref() {
+            return Owner::Machine(m);
+        }
+    }
     Owner::None
 }
 

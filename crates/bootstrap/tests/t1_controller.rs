@@ -331,6 +331,22 @@ async fn gating_init_join_and_worker_wakeup() {
     let w3 = env.data("w3").await;
     assert!(w3.contains("10.1.0.1:30000/") && w3.contains("10.1.0.2:30000/"), "{w3}");
 
+    // A config that CAPI has not made its Machine's yet (no owner reference) is rendered for
+    // the one Machine whose configRef names it, without waiting for the owner reference.
+    env.create(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+        "metadata": {"name": "w4", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+        "spec": {"clusterName": "c1", "version": "v1.33.4",
+                 "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "MicroK8sConfig", "name": "w4"}},
+                 "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SimMachine", "name": "w4"}}}))
+    .await;
+    env.create(
+        json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
+        "metadata": {"name": "w4"}, "spec": {}}),
+    )
+    .await;
+    assert_eq!(role_of(&env.data("w4").await), "worker");
+    assert!(env.config("w4").await.metadata.owner_references.is_none());
+
     // The init lock was released once initialized.
     let locks = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns);
     wait_for(TIMEOUT, "init lock released", || async {
