@@ -50,6 +50,8 @@ pub struct Context {
     configs: Store<MicroK8sConfig>,
     secrets: Store<PartialObjectMeta<Secret>>,
     locks: Store<PartialObjectMeta<ConfigMap>>,
+    /// Init locks already deleted (their watch event may lag the delete).
+    released_locks: lock::Released,
     machine_ar: ApiResource,
     cluster_ar: ApiResource,
     backoff: Backoff,
@@ -158,6 +160,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         configs: configs.clone(),
         secrets: secret_store,
         locks: lock_store,
+        released_locks: lock::Released::default(),
         machine_ar: machine_ar.clone(),
         cluster_ar: cluster_ar.clone(),
         backoff: Backoff::default(),
@@ -398,16 +401,23 @@ async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, 
     Ok(action)
 }
 
+/// Deletes the init lock of an initialized cluster when the lock cache shows one this manager
+/// has not deleted already.
 async fn release_lock_if_held(ctx: &Context, cluster: &Cluster) -> Result<(), Error> {
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
-    if ctx
-        .locks
-        .get(&ObjectRef::new(&consts::init_lock_configmap(&name)).within(&ns))
-        .is_some()
-        && lock::release(&Api::namespaced(ctx.rt.client.clone(), &ns), &name).await?
-    {
+    let lock_name = consts::init_lock_configmap(&name);
+    let key = format!("{ns}/{lock_name}");
+    let cached = ctx.locks.get(&ObjectRef::new(&lock_name).within(&ns));
+    let uid = cached.as_ref().map(|l| l.metadata.uid.clone().unwrap_or_default());
+    if !ctx.released_locks.needs_release(&key, uid.as_deref()) {
+        return Ok(());
+    }
+    if lock::release(&Api::namespaced(ctx.rt.client.clone(), &ns), &name).await? {
         info!(cluster = %name, "control plane initialized: released the init lock");
+    }
+    if let Some(uid) = uid.filter(|u| !u.is_empty()) {
+        ctx.released_locks.record(&key, &uid);
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! being deleted, is removed (with a resourceVersion precondition, so a concurrent winner is
 //! never deleted) and taken. It is released once the cluster is initialised.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
@@ -104,6 +105,36 @@ pub async fn acquire(
     Ok(Outcome::HeldBy(current.unwrap_or_else(|| "<unknown>".into())))
 }
 
+/// The init locks this manager has deleted, by `namespace/name`, with the uid of the object it
+/// deleted — so that a lock cache still showing that same object (its delete event not yet
+/// arrived) costs no second DELETE, while a lock created since (another uid) is still released.
+#[derive(Debug, Default)]
+pub struct Released(Mutex<HashMap<String, String>>);
+
+impl Released {
+    /// Whether the lock `key` that the cache shows (`cached_uid`: `None` when the cache shows
+    /// no lock) still has to be deleted. An absent lock forgets the memo of its key.
+    pub fn needs_release(&self, key: &str, cached_uid: Option<&str>) -> bool {
+        let Ok(mut memo) = self.0.lock() else {
+            return cached_uid.is_some();
+        };
+        match cached_uid {
+            None => {
+                memo.remove(key);
+                false
+            }
+            Some(uid) => memo.get(key).is_none_or(|deleted| deleted != uid),
+        }
+    }
+
+    /// Records that the lock object `uid` of `key` was deleted (or found gone).
+    pub fn record(&self, key: &str, uid: &str) {
+        if let Ok(mut memo) = self.0.lock() {
+            memo.insert(key.to_string(), uid.to_string());
+        }
+    }
+}
+
 /// Releases the lock of a cluster (once it is initialised). Missing is fine.
 pub async fn release(api: &Api<ConfigMap>, cluster: &str) -> Result<bool, Error> {
     match api
@@ -119,6 +150,26 @@ pub async fn release(api: &Api<ConfigMap>, cluster: &str) -> Result<bool, Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_released_lock_is_deleted_once_per_object() {
+        let r = Released::default();
+        // Nothing deleted yet: a cached lock must be released, an absent one need not.
+        assert!(r.needs_release("ns/c-lock", Some("u1")));
+        assert!(!r.needs_release("ns/c-lock", None));
+        r.record("ns/c-lock", "u1");
+        // The cache still shows the object we deleted: no second DELETE.
+        assert!(!r.needs_release("ns/c-lock", Some("u1")));
+        // Another cluster's lock is its own matter.
+        assert!(r.needs_release("ns/d-lock", Some("u1")));
+        // A lock created since (another uid) is released again.
+        assert!(r.needs_release("ns/c-lock", Some("u2")));
+        // Once the cache shows it gone, the memo is forgotten; a later lock with any uid is
+        // released.
+        assert!(!r.needs_release("ns/c-lock", None));
+        assert!(r.0.lock().unwrap().is_empty());
+        assert!(r.needs_release("ns/c-lock", Some("u1")));
+    }
 
     fn cm(data: Option<&str>) -> ConfigMap {
         ConfigMap {
