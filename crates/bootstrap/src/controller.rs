@@ -2,8 +2,9 @@
 //! next step, applies it, patches status and records Events.
 //!
 //! Event-driven: MicroK8sConfigs, Machines (→ their config; control plane Machines also wake
-//! the waiting configs of their cluster), Clusters (→ the configs of their Machines, so workers
-//! waiting for the control plane wake on its initialisation), data Secrets (owned) and init
+//! the waiting configs of their cluster, so workers wake when the initializing machine gets
+//! its address), Clusters (→ the configs of their Machines, so control plane machines waiting
+//! for the initialisation wake on it), data Secrets (owned) and init
 //! lock ConfigMaps. Nothing polls; only backoff after an error or an invalid input requeues.
 
 use std::collections::{BTreeMap, HashMap};
@@ -571,17 +572,20 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
                     .map(|m| &**m)
                     .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()))
             };
-            let initialized_by = if cluster.control_plane_initialized() {
-                initializers(in_ns(), &ctx.configs, &g.cluster)
-            } else {
-                vec![]
-            };
+            let initialized_by = initializers(in_ns(), &ctx.configs, &g.cluster);
             let addresses = decide::join_addresses(in_ns(), &g.cluster, &g.machine, &initialized_by);
             if addresses.is_empty() {
-                return Ok(wait(
-                    reason::WAITING_FOR_JOIN_ADDRESSES,
-                    "waiting for a control plane machine to join through: one with a providerID and an address that is Running (has a node) or initialized the cluster".into(),
-                ));
+                return Ok(if cluster.control_plane_initialized() {
+                    wait(
+                        reason::WAITING_FOR_JOIN_ADDRESSES,
+                        "waiting for a control plane machine to join through: one with a providerID and an address that is Running (has a node) or initialized the cluster".into(),
+                    )
+                } else {
+                    wait(
+                        reason::WAITING_FOR_CONTROL_PLANE,
+                        "waiting for the machine that initializes the control plane to have a providerID and an address: this machine joins through it, retrying until it has initialized the cluster".into(),
+                    )
+                });
             }
             if g.role == Role::Worker {
                 mk8s_cloudinit::Role::Worker {

@@ -22,10 +22,12 @@ pub mod reason {
     pub const WAITING_FOR_ENDPOINT: &str = "WaitingForControlPlaneEndpoint";
     /// Another control plane machine holds the init lock.
     pub const WAITING_FOR_INIT_LOCK: &str = "WaitingForInitLock";
-    /// Workers wait for the control plane to be initialised (Canonical's/CAPI's reason).
+    /// Before the control plane is initialised, a worker waits for the machine that
+    /// initialises it to have a providerID and an address to join through (Canonical's reason
+    /// name: its provider waited for the initialisation itself).
     pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlaneAvailable";
-    /// No control plane machine to join through (Running, or the cluster's initializer once
-    /// the cluster is initialized) reports an address.
+    /// Once the control plane is initialised: no control plane machine to join through
+    /// (Running, or the cluster's initializer) reports an address.
     pub const WAITING_FOR_JOIN_ADDRESSES: &str = "WaitingForControlPlaneAddresses";
     /// The user must fix the spec or the Machine.
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
@@ -310,12 +312,10 @@ fn regenerate_or_decide(facts: &Facts<'_>, machine: &Machine, cluster: &Cluster)
         Some(r) if again => r,
         _ if control_plane && !initialized => Role::Init,
         _ if control_plane => Role::JoinControlPlane,
-        _ if !initialized => {
-            return Plan::Wait {
-                reason: reason::WAITING_FOR_CONTROL_PLANE,
-                message: "waiting for the control plane to be initialized before joining as a worker".into(),
-            };
-        }
+        // Workers do not wait for the initialization: they join through the initializing
+        // machine as soon as it has an address (the caller's join addresses), and their node
+        // retries the join until that machine accepts it — so a worker's VM boots and installs
+        // MicroK8s while the control plane initializes, instead of after.
         _ => Role::Worker,
     };
     Plan::Generate(Generate {
@@ -330,11 +330,12 @@ fn regenerate_or_decide(facts: &Facts<'_>, machine: &Machine, cluster: &Cluster)
 
 /// Addresses to join through: of the cluster's control plane machines (other than `exclude`)
 /// that have a providerID and a node to join — phase `Running` (CAPI saw the node: Canonical's
-/// rule), or named in `initialized_by`, the machines that initialized the cluster, which the
-/// caller passes only once the cluster is initialized: then their node accepts joins, without
-/// waiting for CAPI's nodeRef (CAPI connects to a new workload cluster on a 30 s retry, so the
-/// first machine's nodeRef can lag its initialization by that much, and every join with it) —
-/// all InternalIPs, or else all ExternalIPs (Canonical's preference), in a stable order.
+/// rule), or named in `initialized_by`, the machines whose data initializes the cluster: their
+/// node accepts joins once it has initialized the cluster, without waiting for CAPI's nodeRef
+/// (CAPI connects to a new workload cluster on a 30 s retry, so the first machine's nodeRef
+/// can lag its initialization by that much, and every join with it), and before that a
+/// joining node retries until it does — all InternalIPs, or else all ExternalIPs (Canonical's
+/// preference), in a stable order.
 pub fn join_addresses<'a>(
     machines: impl IntoIterator<Item = &'a Machine>,
     cluster: &str,
@@ -510,24 +511,27 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(
-            reason_of(&plan(&cfg, Owner::Machine(&w), Some(&c), absent)),
-            reason::WAITING_FOR_CONTROL_PLANE
-        );
-        assert!(matches!(
-            plan(&cfg, Owner::Machine(&w), Some(&ci), absent),
-            Plan::Generate(Generate { role: Role::Worker, .. })
-        ));
+        // A worker is a worker before and after the initialization (before it, the caller
+        // finds the initializing machine to join through, or waits for its address).
+        for cl in [&c, &ci] {
+            assert!(matches!(
+                plan(&cfg, Owner::Machine(&w), Some(cl), absent),
+                Plan::Generate(Generate { role: Role::Worker, .. })
+            ));
+        }
     }
 
     #[test]
     fn v1beta1_initialized_condition_counts() {
         let cfg = config(json!({}));
-        let w = machine(false, json!({}));
+        let cp = machine(true, json!({}));
         let c = cluster(json!({"status": {"conditions": [{"type": "ControlPlaneInitialized", "status": "True"}]}}));
         assert!(matches!(
-            plan(&cfg, Owner::Machine(&w), Some(&c), DataSecret::Absent),
-            Plan::Generate(Generate { role: Role::Worker, .. })
+            plan(&cfg, Owner::Machine(&cp), Some(&c), DataSecret::Absent),
+            Plan::Generate(Generate {
+                role: Role::JoinControlPlane,
+                ..
+            })
         ));
     }
 

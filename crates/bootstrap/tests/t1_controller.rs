@@ -297,15 +297,16 @@ async fn gating_init_join_and_worker_wakeup() {
     let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.controller), ("MicroK8sConfig", Some(true)));
 
-    // Once CAPI reports the control plane initialized, the worker wakes at once (Cluster
-    // watch, no poll) and joins through the init machine's address — even though CAPI has not
-    // set that machine's nodeRef yet (phase Provisioned, not Running).
-    env.in_phase("early", "10.1.0.1", "Provisioned").await;
+    // As soon as the initializing machine has a providerID and an address — before the
+    // control plane is initialized, and while CAPI's phase is still Provisioned — the worker
+    // wakes at once (Machine watch, no poll) and joins through it: its VM can boot and install
+    // MicroK8s while the control plane initializes, and its node retries the join until the
+    // initializing node accepts it.
     let t0 = Instant::now();
-    env.initialize("c1").await;
+    env.in_phase("early", "10.1.0.1", "Provisioned").await;
     env.wait_reason("w1", "True/DataSecretCreated").await;
     let latency = t0.elapsed();
-    eprintln!("worker wake-up after initialization: {latency:?}");
+    eprintln!("worker wake-up after the init machine's address: {latency:?}");
     assert!(latency < Duration::from_secs(5), "worker woke after {latency:?}");
     let worker = env.data("w1").await;
     assert_eq!(role_of(&worker), "worker");
@@ -314,8 +315,12 @@ async fn gating_init_join_and_worker_wakeup() {
         "join URL through the init node:\n{worker}"
     );
 
-    // A further control plane machine joins the control plane.
+    // A further control plane machine does not join early: it waits for the init lock's
+    // holder to initialize the cluster (dqlite members join one by one, into a cluster that
+    // exists), and joins the control plane once CAPI reports the initialization.
     env.machine("c1", "cp2", true, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("cp2", "False/WaitingForInitLock").await;
+    env.initialize("c1").await;
     env.wait_reason("cp2", "True/DataSecretCreated").await;
     assert_eq!(role_of(&env.data("cp2").await), "join-control-plane");
     assert!(env.data("cp2").await.contains("10.1.0.1:30000/"));

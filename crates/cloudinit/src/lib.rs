@@ -169,8 +169,10 @@
 //! - `30-cert-san.sh`: puts `IP.100 = HOST` or `DNS.100 = HOST` right after `[ alt_names ]`
 //!   in `$SNAP_CURRENT/certs/csr.conf.template` (replacing an older `.100` entry); configure
 //!   hook; restart `daemon-kubelite`; wait.
-//! - `40-join.sh`: `microk8s join URL [--worker]` for each URL in turn, 20 rounds, 10 s
-//!   apart, 600 s per attempt; then configure hook, restart `daemon-containerd` and
+//! - `40-join.sh`: `microk8s join URL [--worker]` for each URL in turn, rounds 5 s apart
+//!   for up to 20 minutes (at most 240 rounds; a worker may start joining while the machine
+//!   it joins through still initializes the cluster), 600 s per attempt; then configure
+//!   hook, restart `daemon-containerd` and
 //!   `daemon-kubelite`; control plane: wait.
 //! - `50-apiserver-port.sh`: in `$SNAP_CURRENT/args/kube-apiserver` sets
 //!   `--service-node-port-range=30001-32767` and replaces port 16443 by 6443, likewise in

@@ -367,8 +367,10 @@ fn a_failed_step_stops_the_bootstrap_and_the_post_commands() {
     assert!(m.exists("/pre-ran"));
     assert!(!m.exists("/post-ran"), "postRunCommands must not run after a failure");
     assert_eq!(m.read(paths::FAILED_STEP_MARKER), "40-join.sh exited with status 1\n");
-    // Bounded: 20 rounds over both addresses.
-    assert_eq!(run.calls_of("microk8s", &["join"]).len(), 40);
+    // Bounded: 240 rounds over both addresses (`sleep` is a stub here, so the 20-minute
+    // deadline never comes first), 5 s apart.
+    assert_eq!(run.calls_of("microk8s", &["join"]).len(), 480);
+    assert_eq!(run.calls_of("sleep", &["5"]).len(), 239);
     assert!(run.calls_of("microk8s", &["add-node"]).is_empty());
     assert!(run.calls_of("iptables", &[]).is_empty());
     for expected in [
