@@ -10,6 +10,27 @@ use mk8s_e2e::cluster::{self, Shape};
 use serde::Serialize;
 
 use crate::env::{BenchEnv, EnvOptions, SimOptions};
+use crate::theirs::Provider;
+
+/// The MachineDeployment annotation that lets CAPI create workers for a control plane that
+/// reports no `status.version` (Canonical's): otherwise the MachineSet preflight check
+/// `ControlPlaneIsStable` holds their workers forever.
+pub const SKIP_PREFLIGHT: (&str, &str) = (
+    "machineset.cluster.x-k8s.io/skip-preflight-checks",
+    "ControlPlaneIsStable",
+);
+
+/// The objects of a cluster as the given provider needs them: theirs get [`SKIP_PREFLIGHT`]
+/// on their MachineDeployment.
+pub fn objects_for(shape: &Shape, provider: &Provider) -> Vec<serde_json::Value> {
+    let mut objs = shape.objects();
+    if matches!(provider, Provider::Theirs(_)) {
+        for o in objs.iter_mut().filter(|o| o["kind"] == "MachineDeployment") {
+            o["metadata"]["annotations"][SKIP_PREFLIGHT.0] = serde_json::json!(SKIP_PREFLIGHT.1);
+        }
+    }
+    objs
+}
 
 /// Delays of the simulated machines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -119,9 +140,9 @@ fn cond_true(o: &DynamicObject, type_: &str) -> bool {
 }
 
 /// Runs one cluster of `cp` control planes and `workers` workers to Available.
-pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run {
+pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str, provider: &Provider) -> Run {
     let (boot, install) = delays.durations();
-    let env = BenchEnv::start(&EnvOptions {
+    let mut env = BenchEnv::start(&EnvOptions {
         name: label.to_string(),
         audit: false,
         capi: true,
@@ -132,6 +153,7 @@ pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run
             install_delay: install,
             concurrency: 16,
         }),
+        provider: provider.clone(),
         managers: vec![ManagerKind::Bootstrap, ManagerKind::ControlPlane],
         manager_args: vec![],
     })
@@ -151,7 +173,7 @@ pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run
         Delays::Realistic => Duration::from_secs(1500),
     };
     let t0 = Instant::now();
-    cluster::apply(&client, &ns, &shape.objects()).await;
+    cluster::apply(&client, &ns, &objects_for(&shape, provider)).await;
     let mut run = Run {
         available_s: None,
         initialized_s: None,
@@ -254,7 +276,32 @@ pub async fn run_once(cp: i32, workers: i32, delays: Delays, label: &str) -> Run
             .map(|c| c.data["status"]["conditions"].to_string())
             .unwrap_or_default();
         eprintln!("bench: {label}: Cluster not Available after {timeout:?}; its conditions: {conditions}");
+        eprintln!("bench: {label}: its logs are kept in {}", env.dir.display());
+        env.keep = true;
     }
     env.stop().await;
     run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_their_machine_deployments_skip_the_control_plane_stability_preflight() {
+        let shape = Shape::new("c", 1, 1);
+        let annotated = |p: &Provider| {
+            objects_for(&shape, p)
+                .iter()
+                .filter(|o| o["metadata"]["annotations"][SKIP_PREFLIGHT.0] == SKIP_PREFLIGHT.1)
+                .map(|o| o["kind"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(annotated(&Provider::Ours).is_empty());
+        let theirs = Provider::Theirs(crate::theirs::Theirs {
+            dir: "/nonexistent".into(),
+            version: "v0.6.11".into(),
+        });
+        assert_eq!(annotated(&theirs), ["MachineDeployment"]);
+    }
 }

@@ -1,7 +1,8 @@
 //! A benchmark environment: a private management plane (so that every run starts from a
 //! fresh etcd), optionally with an audit log, the real CAPI core manager, the simulator
-//! (in-process, normal or light mode) and our managers as processes under their
-//! ServiceAccounts — the e2e plane, owned by one run and torn down after it.
+//! (in-process, normal or light mode) and the managers as processes under their
+//! ServiceAccounts — ours with our CRDs, or Canonical's with theirs ([`Provider`]) — the e2e
+//! plane, owned by one run and torn down after it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use mk8s_e2e::capi::CapiCore;
 use mk8s_e2e::managers::{self, Manager, ManagerKind};
 use mk8s_testenv::{Binaries, Plane, PlaneOptions};
+
+use crate::theirs::{Provider, TheirManager};
 
 /// What a run needs.
 #[derive(Clone, Debug)]
@@ -23,10 +26,41 @@ pub struct EnvOptions {
     pub capi_args: Vec<String>,
     /// Run the simulator.
     pub sim: Option<SimOptions>,
-    /// Our managers to run.
+    /// Whose managers (and CRDs) run.
+    pub provider: Provider,
+    /// The managers to run.
     pub managers: Vec<ManagerKind>,
-    /// Extra flags of our managers.
+    /// Extra flags of our managers (not passed to theirs).
     pub manager_args: Vec<String>,
+}
+
+/// A running manager, ours or theirs.
+enum Running {
+    Ours(Manager),
+    Theirs(TheirManager),
+}
+
+impl Running {
+    fn kind(&self) -> ManagerKind {
+        match self {
+            Running::Ours(m) => m.kind,
+            Running::Theirs(m) => m.kind,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Ours(m) => m.pid(),
+            Running::Theirs(m) => m.pid(),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Running::Ours(m) => m.stop(true),
+            Running::Theirs(m) => m.stop(),
+        }
+    }
 }
 
 /// Simulator settings of a run.
@@ -48,13 +82,15 @@ pub struct BenchEnv {
     capi: Option<CapiCore>,
     /// The simulator.
     pub sim: Option<mk8s_sim::SimHandle>,
-    managers: Vec<(Manager, u16)>,
+    managers: Vec<(Running, u16)>,
     /// Directory of the run (logs, audit log, simulator state).
     pub dir: PathBuf,
     /// The audit log, when enabled.
     pub audit_log: Option<PathBuf>,
     /// Admin client of the management plane.
     pub client: kube::Client,
+    /// Keep the run directory (its logs) after [`BenchEnv::stop`].
+    pub keep: bool,
 }
 
 /// The audit policy: every request at Metadata level, once (when complete), except the
@@ -106,7 +142,10 @@ impl BenchEnv {
         .expect("plane thread")
         .unwrap_or_else(|e| panic!("management plane: {e}"));
         plane.install_capi_crds().await.expect("CAPI CRDs");
-        let mut crds: Vec<_> = mk8s_api::crd::all().into_iter().map(|(_, c)| c).collect();
+        let mut crds: Vec<_> = match &o.provider {
+            Provider::Ours => mk8s_api::crd::all().into_iter().map(|(_, c)| c).collect(),
+            Provider::Theirs(t) => t.crds(),
+        };
         crds.extend(mk8s_sim::crds().into_iter().map(|(_, c)| c));
         plane.apply_crds(&crds).await.expect("CRDs");
         let client = plane.client().await;
@@ -145,13 +184,31 @@ impl BenchEnv {
         let mut ms = vec![];
         for kind in &o.managers {
             let port = free_port();
-            // The production default lease duration (the e2e harness shortens it to 4 s).
-            let mut args = vec![
-                format!("--metrics-bind-address=127.0.0.1:{port}"),
-                "--leader-election-lease-duration=15".to_string(),
-            ];
-            args.extend(o.manager_args.iter().cloned());
-            ms.push((Manager::start_with(&plane, *kind, &dir, &args).await, port));
+            let running = match &o.provider {
+                Provider::Ours => {
+                    // The production default lease duration (the e2e harness shortens it to 4 s).
+                    let mut args = vec![
+                        format!("--metrics-bind-address=127.0.0.1:{port}"),
+                        "--leader-election-lease-duration=15".to_string(),
+                    ];
+                    args.extend(o.manager_args.iter().cloned());
+                    Running::Ours(Manager::start_with(&plane, *kind, &dir, &args).await)
+                }
+                Provider::Theirs(t) => {
+                    // The same ServiceAccount identity as ours (so the audit log splits
+                    // requests the same way), with the rights their own RBAC would give.
+                    let (ns, sa) = managers::identity(*kind);
+                    crate::theirs::grant_admin(&client, ns, sa).await;
+                    let kubeconfig = dir.join(format!("theirs-{kind:?}.kubeconfig").to_lowercase());
+                    let yaml = plane
+                        .kubeconfig_for_service_account(ns, sa)
+                        .await
+                        .expect("service account kubeconfig");
+                    std::fs::write(&kubeconfig, yaml).expect("kubeconfig");
+                    Running::Theirs(TheirManager::start(t, *kind, &dir, &kubeconfig, port).await)
+                }
+            };
+            ms.push((running, port));
         }
         BenchEnv {
             plane: Some(plane),
@@ -161,6 +218,7 @@ impl BenchEnv {
             dir,
             audit_log,
             client,
+            keep: false,
         }
     }
 
@@ -169,9 +227,12 @@ impl BenchEnv {
         self.plane.as_ref().expect("plane")
     }
 
-    /// Pid of one of our managers.
+    /// Pid of one of the managers.
     pub fn manager_pid(&self, kind: ManagerKind) -> Option<u32> {
-        self.managers.iter().find(|(m, _)| m.kind == kind).map(|(m, _)| m.pid())
+        self.managers
+            .iter()
+            .find(|(m, _)| m.kind() == kind)
+            .map(|(m, _)| m.pid())
     }
 
     /// Pid of the CAPI core manager.
@@ -184,9 +245,9 @@ impl BenchEnv {
         self.plane().pids().into_iter().find(|(n, _)| n == name).map(|(_, p)| p)
     }
 
-    /// `/metrics` of one of our managers.
+    /// `/metrics` of one of the managers.
     pub async fn metrics(&self, kind: ManagerKind) -> String {
-        let Some(port) = self.managers.iter().find(|(m, _)| m.kind == kind).map(|(_, p)| *p) else {
+        let Some(port) = self.managers.iter().find(|(m, _)| m.kind() == kind).map(|(_, p)| *p) else {
             return String::new();
         };
         tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
@@ -197,7 +258,7 @@ impl BenchEnv {
     /// Tears everything down, managers first; removes the run directory unless `BENCH_KEEP=1`.
     pub async fn stop(mut self) {
         for (m, _) in self.managers.drain(..) {
-            m.stop(true);
+            m.stop();
         }
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
@@ -209,7 +270,7 @@ impl BenchEnv {
             drop(plane);
         })
         .await;
-        if std::env::var("BENCH_KEEP").as_deref() != Ok("1") {
+        if !self.keep && std::env::var("BENCH_KEEP").as_deref() != Ok("1") {
             remove_dir(&self.dir);
         }
     }

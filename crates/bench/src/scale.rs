@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::env::{BenchEnv, EnvOptions, SimOptions, metric_sum};
+use crate::theirs::Provider;
 use crate::{audit, procstat};
 
 /// Settings of a scale run.
@@ -41,6 +42,9 @@ pub struct Options {
     pub label: String,
     /// Extra flags of our managers.
     pub manager_args: Vec<String>,
+    /// Whose managers run (figures keyed `mk8s-bootstrap` / `mk8s-controlplane` are those of
+    /// the provider's bootstrap / control plane manager).
+    pub provider: Provider,
 }
 
 /// Figures of one process.
@@ -72,6 +76,8 @@ pub struct Stats {
 /// Result of a scale run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Result {
+    /// `ours` or `theirs`.
+    pub provider: String,
     /// Clusters asked for.
     pub requested: usize,
     /// Clusters applied (fewer if memory ran low).
@@ -427,6 +433,7 @@ pub async fn run(o: &Options) -> Result {
             install_delay: Duration::ZERO,
             concurrency: 32,
         }),
+        provider: o.provider.clone(),
         managers: vec![ManagerKind::Bootstrap, ManagerKind::ControlPlane],
         manager_args: o.manager_args.clone(),
     })
@@ -434,6 +441,7 @@ pub async fn run(o: &Options) -> Result {
     let client = env.client.clone();
     let ns = env.plane().namespace("scale").await.expect("namespace");
     let mut res = Result {
+        provider: o.provider.label().to_string(),
         requested: o.clusters,
         ..Default::default()
     };
@@ -537,10 +545,11 @@ pub async fn run(o: &Options) -> Result {
         futures::stream::iter(applied..end)
             .map(|i| {
                 let (client, ns, book) = (client.clone(), ns.clone(), book.clone());
+                let provider = o.provider.clone();
                 async move {
                     let name = format!("s{i:04}");
                     let shape = Shape::new(&name, 1, -1);
-                    cluster::apply(&client, &ns, &shape.objects()).await;
+                    cluster::apply(&client, &ns, &crate::available::objects_for(&shape, &provider)).await;
                     let t = t0.elapsed().as_secs_f64();
                     if let Ok(mut b) = book.lock() {
                         set(&mut b.entry(name).or_default().applied, t);
@@ -618,7 +627,7 @@ pub async fn run(o: &Options) -> Result {
         ] {
             m.insert(
                 name.to_string(),
-                metric_sum(&env.metrics(kind).await, "mk8s_reconcile_total"),
+                metric_sum(&env.metrics(kind).await, o.provider.reconcile_metric()),
             );
         }
         m

@@ -77,6 +77,7 @@ pub async fn run_once(clusters: usize, per_cluster: usize, label: &str, manager_
         capi: false,
         capi_args: vec![],
         sim: None,
+        provider: crate::theirs::Provider::Ours,
         managers: vec![ManagerKind::Bootstrap],
         manager_args: manager_args.to_vec(),
     })

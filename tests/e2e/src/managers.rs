@@ -47,6 +47,11 @@ impl ManagerKind {
     }
 }
 
+/// The namespace and ServiceAccount a manager runs as (Canonical's names).
+pub fn identity(kind: ManagerKind) -> (&'static str, &'static str) {
+    (kind.namespace(), kind.service_account())
+}
+
 /// Creates a namespace if missing.
 pub async fn ensure_namespace(client: &kube::Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());

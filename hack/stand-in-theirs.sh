@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Lays out a "theirs" directory for `mk8s-bench --theirs` from OUR release binaries and CRDs,
+# to check the side-by-side harness itself while Canonical's modules cannot be built: the
+# bench then runs ours through the same path as theirs (their CRD labelling, out-of-cluster
+# launch, skip-preflight annotation, alternation), and every ratio should be close to 1.
+#
+#   hack/stand-in-theirs.sh DIR      # then: mk8s-bench available --theirs DIR
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir=${1:?usage: hack/stand-in-theirs.sh DIR}
+target=${CARGO_TARGET_DIR:-$root/target}
+for b in mk8s-bootstrap mk8s-controlplane; do
+  [ -x "$target/release/$b" ] || { echo "stand-in-theirs: build $target/release/$b first (cargo build --release)" >&2; exit 1; }
+done
+rm -rf "$dir"
+mkdir -p "$dir/bin" "$dir/crd"
+ln -s "$target/release/mk8s-bootstrap" "$dir/bin/bootstrap"
+ln -s "$target/release/mk8s-controlplane" "$dir/bin/controlplane"
+cp "$root"/config/crd/*.yaml "$dir/crd/"
+echo "stand-in (ours, $(git -C "$root" rev-parse --short HEAD))" >"$dir/VERSION"
+echo "$dir"
