@@ -197,7 +197,7 @@ impl BenchEnv {
                 Provider::Theirs(t) => {
                     // The same ServiceAccount identity as ours (so the audit log splits
                     // requests the same way), with the rights their own RBAC would give.
-                    let (ns, sa) = managers::identity(*kind);
+                    let (ns, sa) = (kind.namespace(), kind.service_account());
                     crate::theirs::grant_admin(&client, ns, sa).await;
                     let kubeconfig = dir.join(format!("theirs-{kind:?}.kubeconfig").to_lowercase());
                     let yaml = plane

@@ -265,6 +265,11 @@ fn meta() -> Value {
     })
 }
 
+/// Median of one figure over the runs that have it.
+fn median_of(runs: &[available::Run], figure: impl Fn(&available::Run) -> Option<f64>) -> Option<f64> {
+    median(&runs.iter().filter_map(figure).collect::<Vec<_>>())
+}
+
 /// The providers a scenario compares: ours, then theirs when available.
 fn providers(a: &Args) -> Vec<Provider> {
     let mut v = vec![Provider::Ours];
@@ -312,13 +317,8 @@ async fn scenario_available(a: &Args) -> Value {
     for &d in &delays {
         for (cp, w) in shapes {
             let theirs_runs = runs.remove(&format!("theirs/{cp}cp+{w}w/{d:?}")).unwrap_or_default();
-            let theirs_avail: Vec<f64> = theirs_runs.iter().filter_map(|r| r.available_s).collect();
-            let theirs_median = json!(median(&theirs_avail));
-            let key = format!("ours/{cp}cp+{w}w/{d:?}");
-            let rs = runs.remove(&key).unwrap_or_default();
-            let avail: Vec<f64> = rs.iter().filter_map(|r| r.available_s).collect();
-            let init: Vec<f64> = rs.iter().filter_map(|r| r.initialized_s).collect();
-            let nodes: Vec<f64> = rs.iter().filter_map(|r| r.all_nodes_s).collect();
+            let theirs_median = json!(median_of(&theirs_runs, |r| r.available_s));
+            let rs = runs.remove(&format!("ours/{cp}cp+{w}w/{d:?}")).unwrap_or_default();
             let timeline: serde_json::Map<String, Value> = available::TIMELINE
                 .iter()
                 .map(|step| {
@@ -331,16 +331,16 @@ async fn scenario_available(a: &Args) -> Value {
                 "delays": d.label(),
                 "runs": rs,
                 "failed_runs": rs.iter().filter(|r| r.available_s.is_none()).count(),
-                "median_available_s": median(&avail),
-                "median_initialized_s": median(&init),
-                "median_all_nodes_s": median(&nodes),
+                "median_available_s": median_of(&rs, |r| r.available_s),
+                "median_initialized_s": median_of(&rs, |r| r.initialized_s),
+                "median_all_nodes_s": median_of(&rs, |r| r.all_nodes_s),
                 "median_timeline_s": timeline,
-                "ratio_ours_over_theirs": ratio(&json!(median(&avail)), &theirs_median),
+                "ratio_ours_over_theirs": ratio(&json!(median_of(&rs, |r| r.available_s)), &theirs_median),
                 "theirs_median_available_s": theirs_median,
-                "theirs_runs": theirs_runs,
                 "theirs_failed_runs": theirs_runs.iter().filter(|r| r.available_s.is_none()).count(),
-                "theirs_median_initialized_s": median(&theirs_runs.iter().filter_map(|r| r.initialized_s).collect::<Vec<_>>()),
-                "theirs_median_all_nodes_s": median(&theirs_runs.iter().filter_map(|r| r.all_nodes_s).collect::<Vec<_>>()),
+                "theirs_median_initialized_s": median_of(&theirs_runs, |r| r.initialized_s),
+                "theirs_median_all_nodes_s": median_of(&theirs_runs, |r| r.all_nodes_s),
+                "theirs_runs": theirs_runs,
             }));
         }
     }

@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -112,7 +112,6 @@ pub struct TheirManager {
     /// Which one.
     pub kind: ManagerKind,
     child: Child,
-    log: PathBuf,
 }
 
 impl TheirManager {
@@ -161,35 +160,9 @@ impl TheirManager {
             .stdout(out.try_clone().expect("log"))
             .stderr(out);
         let child = mk8s_testenv::spawn_with_pdeathsig(cmd).expect("start their manager");
-        let mut m = TheirManager { kind, child, log };
-        m.wait_ready(health_port, Duration::from_secs(60)).await;
+        let mut m = TheirManager { kind, child };
+        mk8s_e2e::managers::wait_ready(&mut m.child, health_port, name, &log, Duration::from_secs(60)).await;
         m
-    }
-
-    async fn wait_ready(&mut self, port: u16, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{:?} (theirs) exited ({status}):\n{}",
-                    self.kind,
-                    mk8s_e2e::capi::tail(&self.log, 40)
-                );
-            }
-            if tokio::task::spawn_blocking(move || mk8s_e2e::capi::http_ok(port, "/readyz"))
-                .await
-                .unwrap_or(false)
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "{:?} (theirs) not ready after {timeout:?}:\n{}",
-                self.kind,
-                mk8s_e2e::capi::tail(&self.log, 40)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     /// The process id.
@@ -199,23 +172,7 @@ impl TheirManager {
 
     /// SIGTERM, up to 10 s, then SIGKILL.
     pub fn stop(mut self) {
-        let pid = i32::try_from(self.child.id()).unwrap_or(0);
-        if pid > 0 {
-            #[allow(unsafe_code)]
-            // SAFETY: sending a signal to our own child process by pid.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        mk8s_e2e::managers::stop_process(&mut self.child, true);
     }
 }
 

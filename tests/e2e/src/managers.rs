@@ -32,24 +32,21 @@ impl ManagerKind {
         }
     }
 
-    fn namespace(self) -> &'static str {
+    /// The namespace it runs in (Canonical's name).
+    pub fn namespace(self) -> &'static str {
         match self {
             ManagerKind::Bootstrap => BOOTSTRAP_NS,
             ManagerKind::ControlPlane => CONTROL_PLANE_NS,
         }
     }
 
-    fn service_account(self) -> &'static str {
+    /// The ServiceAccount it runs as (Canonical's name).
+    pub fn service_account(self) -> &'static str {
         match self {
             ManagerKind::Bootstrap => "capi-microk8s-bootstrap-controller-manager",
             ManagerKind::ControlPlane => "capi-microk8s-control-plane-controller-manager",
         }
     }
-}
-
-/// The namespace and ServiceAccount a manager runs as (Canonical's names).
-pub fn identity(kind: ManagerKind) -> (&'static str, &'static str) {
-    (kind.namespace(), kind.service_account())
 }
 
 /// Creates a namespace if missing.
@@ -137,47 +134,19 @@ impl Manager {
     }
 
     async fn wait_ready(&mut self, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}):\n{}", self.kind.binary(), self.log_tail(40));
-            }
-            let port = self.health_port;
-            if tokio::task::spawn_blocking(move || crate::capi::http_ok(port, "/readyz"))
-                .await
-                .unwrap_or(false)
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "{} not ready after {timeout:?}:\n{}",
-                self.kind.binary(),
-                self.log_tail(40)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ready(
+            &mut self.child,
+            self.health_port,
+            self.kind.binary(),
+            &self.log,
+            timeout,
+        )
+        .await;
     }
 
     /// Stops the process: SIGTERM and a grace period when `graceful`, SIGKILL otherwise.
     pub fn stop(mut self, graceful: bool) {
-        let pid = i32::try_from(self.child.id()).unwrap_or(0);
-        if graceful && pid > 0 {
-            #[allow(unsafe_code)]
-            // SAFETY: sending a signal to our own child process by pid.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_process(&mut self.child, graceful);
     }
 
     /// The process id.
@@ -189,4 +158,48 @@ impl Manager {
     pub fn log_tail(&self, lines: usize) -> String {
         crate::capi::tail(&self.log, lines)
     }
+}
+
+/// Waits until a manager process answers `/readyz` on `health_port`; panics with the tail of
+/// its log if it exits or is not ready within `timeout`.
+pub async fn wait_ready(child: &mut Child, health_port: u16, name: &str, log: &Path, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited ({status}):\n{}", crate::capi::tail(log, 40));
+        }
+        if tokio::task::spawn_blocking(move || crate::capi::http_ok(health_port, "/readyz"))
+            .await
+            .unwrap_or(false)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{name} not ready after {timeout:?}:\n{}",
+            crate::capi::tail(log, 40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops a child process: SIGTERM and up to 10 s of grace when `graceful`, then SIGKILL.
+pub fn stop_process(child: &mut Child, graceful: bool) {
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    if graceful && pid > 0 {
+        #[allow(unsafe_code)]
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
