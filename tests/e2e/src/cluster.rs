@@ -151,7 +151,12 @@ pub async fn set_version(client: &kube::Client, ns: &str, name: &str, version: &
 
 /// The kubelet versions of a simulated cluster's Nodes, sorted (empty while it has no API).
 pub async fn node_versions(env: &Env, ns: &str, name: &str) -> Vec<String> {
-    let Some(wc) = env.sim.workload_client(ns, name).await else {
+    node_versions_on(&env.sim, ns, name).await
+}
+
+/// [`node_versions`] with the simulator given.
+pub async fn node_versions_on(sim: &mk8s_sim::SimHandle, ns: &str, name: &str) -> Vec<String> {
+    let Some(wc) = sim.workload_client(ns, name).await else {
         return vec![];
     };
     let mut v: Vec<String> = Api::<Node>::all(wc)
@@ -169,8 +174,20 @@ pub async fn node_versions(env: &Env, ns: &str, name: &str) -> Vec<String> {
 /// Waits until the cluster has exactly `count` Nodes, every one on a version starting with
 /// `prefix`.
 pub async fn wait_all_nodes_on(env: &Env, ns: &str, name: &str, prefix: &str, count: usize, timeout: Duration) {
+    wait_all_nodes_on_sim(&env.sim, ns, name, prefix, count, timeout).await;
+}
+
+/// [`wait_all_nodes_on`] with the simulator given.
+pub async fn wait_all_nodes_on_sim(
+    sim: &mk8s_sim::SimHandle,
+    ns: &str,
+    name: &str,
+    prefix: &str,
+    count: usize,
+    timeout: Duration,
+) {
     eventually(timeout, &format!("{count} nodes on {prefix}"), || async {
-        let v = node_versions(env, ns, name).await;
+        let v = node_versions_on(sim, ns, name).await;
         if v.len() == count && v.iter().all(|x| x.starts_with(prefix)) {
             Ok(())
         } else {

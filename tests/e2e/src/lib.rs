@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod clusterctl;
 pub mod managers;
 pub mod packaging;
+pub mod takeover;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

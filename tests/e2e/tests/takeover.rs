@@ -18,24 +18,26 @@
 //!
 //! Cut-over, as the README documents: Canonical's managers scaled to zero (here: ours
 //! stopped), our CRDs installed (their contract label replaces Canonical's), our managers
-//! started. Asserted: no new Machines, no regenerated bootstrap data (data Secret
-//! resourceVersions unchanged), no second init (simulator history), the kubeconfig replaced by
-//! a compliant one under the ownership rule, the Cluster `Available` throughout; then a
-//! scale-up and a rolling upgrade with ours succeed.
+//! started. Asserted (`mk8s_e2e::takeover`, shared with `mk8s-bench takeover`, which starts
+//! from Canonical's running managers): no new Machines, no regenerated bootstrap data (data
+//! Secret resourceVersions unchanged), the cluster CA, join token and auth token Secrets
+//! unchanged, no second init (simulator history), the kubeconfig replaced by a compliant one
+//! under the ownership rule, the Cluster `Available` throughout; then a scale-up and a rolling
+//! upgrade with ours succeed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use mk8s_api::capi::MachineExt;
 use mk8s_e2e::cluster::{self, Expect, Shape};
+use mk8s_e2e::takeover::{self, AvailabilityWatch};
 use mk8s_e2e::{Manager, ManagerKind};
 use serde_json::{Value, json};
 
@@ -205,39 +207,6 @@ async fn recreate_secret(secrets: &Api<Secret>, name: &str, type_: Option<&str>,
         .create(&post(), &serde_json::from_value(s).unwrap())
         .await
         .unwrap();
-}
-
-/// What the takeover must leave unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Snapshot {
-    machines: BTreeMap<String, String>,
-    data_secrets: BTreeMap<String, String>,
-    inits: usize,
-    joins: usize,
-}
-
-async fn snapshot(env: &mk8s_e2e::Env, client: &kube::Client, ns: &str) -> Snapshot {
-    let machines: BTreeMap<String, String> = cluster::machines(client, ns, NAME)
-        .await
-        .iter()
-        .map(|m| (m.metadata.name.clone().unwrap(), m.metadata.uid.clone().unwrap()))
-        .collect();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let mut data_secrets = BTreeMap::new();
-    for m in cluster::machines(client, ns, NAME).await {
-        let name = m.spec.bootstrap.data_secret_name.clone().unwrap();
-        let s = secrets.get(&name).await.unwrap();
-        data_secrets.insert(name, s.metadata.resource_version.unwrap());
-    }
-    let snap = env.sim.cluster(ns, NAME).unwrap();
-    let count = |e: &str| snap.state.history.iter().filter(|h| h.event == e).count();
-    assert_eq!(count("SecondInit"), 0, "no second init: {:?}", snap.state.history);
-    Snapshot {
-        machines,
-        data_secrets,
-        inits: count("Init"),
-        joins: count("Joined") + count("WorkerJoined"),
-    }
 }
 
 /// Rewrites the running cluster into what Canonical's v0.6.11 providers leave.
@@ -467,87 +436,6 @@ async fn make_canonical(client: &kube::Client, ns: &str) {
     }
 }
 
-/// Installs our CRDs as the README's cut-over does: `kubectl apply -f config/crd` and the removal
-/// of Canonical's contract label (kept by a plain apply; with both labels CAPI picks a contract
-/// at random).
-async fn install_our_crds(env: &mk8s_e2e::Env, client: &kube::Client) {
-    let crds: Vec<_> = mk8s_api::crd::all().into_iter().map(|(_, c)| c).collect();
-    env.plane.apply_crds(&crds).await.unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for c in &crds {
-        api.patch(
-            c.metadata.name.as_deref().unwrap(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"cluster.x-k8s.io/v1beta1": null}}})),
-        )
-        .await
-        .unwrap();
-    }
-}
-
-/// Records every observation of the Cluster's `Available` condition that is not `True`.
-fn watch_available(client: kube::Client, ns: String) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let out = seen.clone();
-    let h = tokio::spawn(async move {
-        let clusters = cluster::dynamic(&client, &ns, CAPI, "Cluster");
-        let start = Instant::now();
-        loop {
-            if let Ok(c) = clusters.get(NAME).await {
-                let cond = c.data["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Available").cloned());
-                if cond.as_ref().is_none_or(|c| c["status"] != "True") {
-                    seen.lock().unwrap().push(format!("{:.1?}: {cond:?}", start.elapsed()));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    (out, h)
-}
-
-/// Our managers have taken over: the control plane's status carries our fields again, every
-/// config's status was rewritten by ours, the kubeconfig is ours, the init lock is released.
-async fn wait_taken_over(client: &kube::Client, ns: &str) {
-    let mcps = cluster::dynamic(client, ns, CP, "MicroK8sControlPlane");
-    let configs = cluster::dynamic(client, ns, BOOTSTRAP, "MicroK8sConfig");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    mk8s_e2e::eventually(CONVERGE, "our managers to take over", || async {
-        let mcp = mcps
-            .get(&format!("{NAME}-control-plane"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let st = &mcp.data["status"];
-        if st["initialization"]["controlPlaneInitialized"] != true || !st["versions"].is_array() {
-            return Err(format!("control plane status not ours yet: {st}"));
-        }
-        for c in configs.list(&Default::default()).await.map_err(|e| e.to_string())? {
-            if c.data["status"]["initialization"]["dataSecretCreated"] != true {
-                return Err(format!("config {:?} status not ours yet", c.metadata.name));
-            }
-        }
-        let kc = secrets
-            .get(&format!("{NAME}-kubeconfig"))
-            .await
-            .map_err(|e| e.to_string())?;
-        if kc.type_.as_deref() != Some("cluster.x-k8s.io/secret") {
-            return Err("the kubeconfig is still Canonical's".into());
-        }
-        if cms
-            .get_opt(&format!("{NAME}-lock"))
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            return Err("the init lock is still there".into());
-        }
-        Ok(())
-    })
-    .await;
-}
-
 async fn start_managers(env: &mk8s_e2e::Env) {
     for kind in [ManagerKind::Bootstrap, ManagerKind::ControlPlane] {
         let m = Manager::start(env.plane, kind, &env.dir).await;
@@ -569,22 +457,22 @@ async fn takeover_from_canonical_providers() {
     };
     let ns = env.plane.namespace("takeover").await.unwrap();
     let client = env.plane.client().await;
-    let expect = |cp, workers| Expect {
-        control_planes: cp,
-        workers,
+    let expect = Expect {
+        control_planes: 3,
+        workers: 2,
     };
 
     // A running 3 + 2 cluster (provisioned by ours: Canonical's cannot be built here).
     cluster::apply(&client, &ns, &Shape::new(NAME, 3, 2).objects()).await;
-    cluster::wait_converged(env, &client, &ns, NAME, expect(3, 2), CONVERGE).await;
+    cluster::wait_converged(env, &client, &ns, NAME, expect, CONVERGE).await;
 
     // Canonical's managers stop (ours played their part), the state becomes theirs.
     stop_managers(env);
-    let (not_available, monitor) = watch_available(client.clone(), ns.clone());
+    let available = AvailabilityWatch::start(client.clone(), &ns, NAME);
     make_canonical(&client, &ns).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let canonical_phase: Vec<String> = std::mem::take(&mut *not_available.lock().unwrap());
-    let before = snapshot(env, &client, &ns).await;
+    let canonical_phase = available.take();
+    let before = takeover::snapshot(&env.sim, &client, &ns, NAME).await;
     eprintln!("takeover: Canonical's state in place: {before:?}; Available not True meanwhile: {canonical_phase:?}");
     assert!(
         canonical_phase.is_empty(),
@@ -593,61 +481,26 @@ async fn takeover_from_canonical_providers() {
 
     // Cut-over: our CRDs, then our managers.
     let t_cut = Instant::now();
-    install_our_crds(env, &client).await;
+    takeover::install_our_crds(env.plane, &client).await;
     start_managers(env).await;
-    wait_taken_over(&client, &ns).await;
+    takeover::wait_taken_over(&client, &ns, NAME, CONVERGE).await;
     let took = t_cut.elapsed();
-    cluster::wait_converged(env, &client, &ns, NAME, expect(3, 2), CONVERGE).await;
+    cluster::wait_converged(env, &client, &ns, NAME, expect, CONVERGE).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = snapshot(env, &client, &ns).await;
-    let flaps: Vec<String> = std::mem::take(&mut *not_available.lock().unwrap());
-    monitor.abort();
+    let after = takeover::snapshot(&env.sim, &client, &ns, NAME).await;
+    let flaps = available.stop();
     eprintln!("takeover: ours took over in {took:.1?}; Available not True meanwhile: {flaps:?}");
     assert!(
         flaps.is_empty(),
         "the Cluster stays Available throughout the cut-over: {flaps:?}"
     );
-    assert_eq!(before.machines, after.machines, "no new (or replaced) Machines");
-    assert_eq!(
-        before.data_secrets, after.data_secrets,
-        "no regenerated bootstrap data (data Secret resourceVersions unchanged)"
-    );
-    assert_eq!(after.inits, 1, "one init in the simulator's history");
-    assert_eq!(before.joins, after.joins, "no node joined again");
+    takeover::assert_unchanged(&before, &after);
 
     // The kubeconfig: replaced by a compliant one (ownership rule: Canonical's fingerprint).
+    takeover::check_kubeconfig(&client, &ns, NAME, 5).await;
+    // The cluster Secrets Canonical's provider made are used as they are (never relabelled or
+    // re-owned).
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let kc = secrets.get(&format!("{NAME}-kubeconfig")).await.unwrap();
-    let owner = kc.metadata.owner_references.clone().unwrap_or_default();
-    assert!(
-        owner.iter().any(|o| o.kind == "MicroK8sControlPlane"
-            && o.name == format!("{NAME}-control-plane")
-            && o.controller == Some(true)),
-        "owned by the control plane: {owner:?}"
-    );
-    assert_eq!(
-        kc.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("cluster.x-k8s.io/cluster-name"))
-            .map(String::as_str),
-        Some(NAME)
-    );
-    let yaml = secret_data(&kc)["value"].clone();
-    let facts = mk8s_pki::kubeconfig_facts(&yaml).expect("a kubeconfig");
-    let [(user, cert)] = facts.users.as_slice() else {
-        panic!("one user: {:?}", facts.users.len())
-    };
-    assert_eq!(user, "admin");
-    let ca = secret_data(&secrets.get(&format!("{NAME}-ca")).await.unwrap());
-    assert!(mk8s_pki::is_signed_by(cert, &ca["crt"]), "signed by the cluster CA");
-    let info = mk8s_pki::cert_info(cert).unwrap();
-    let life = info.not_after.duration_since(info.not_before).unwrap();
-    assert!(life <= Duration::from_secs(366 * 24 * 3600), "short-lived: {life:?}");
-    let wc = mk8s_testenv::client_from_kubeconfig_yaml(&yaml).await.unwrap();
-    let nodes = Api::<Node>::all(wc).list(&Default::default()).await.unwrap();
-    assert_eq!(nodes.items.len(), 5, "the new kubeconfig works");
-    // The cluster Secrets Canonical's provider made are used as they are.
     for s in [format!("{NAME}-ca"), format!("{NAME}-jointoken")] {
         let s = secrets.get(&s).await.unwrap();
         assert!(
@@ -657,46 +510,9 @@ async fn takeover_from_canonical_providers() {
     }
 
     // Then ours scale up and roll out an upgrade.
-    cluster::patch_spec(
-        &client,
-        &ns,
-        CP,
-        "MicroK8sControlPlane",
-        &format!("{NAME}-control-plane"),
-        json!({"replicas": 5}),
-    )
-    .await;
-    cluster::patch_spec(
-        &client,
-        &ns,
-        CAPI,
-        "MachineDeployment",
-        &format!("{NAME}-md-0"),
-        json!({"replicas": 3}),
-    )
-    .await;
-    cluster::wait_converged(env, &client, &ns, NAME, expect(5, 3), CONVERGE).await;
-    let old_cps: Vec<String> = cluster::machines(&client, &ns, NAME)
-        .await
-        .iter()
-        .filter(|m| m.is_control_plane())
-        .filter_map(|m| m.metadata.name.clone())
-        .collect();
-    cluster::set_version(&client, &ns, NAME, "v1.34.0").await;
-    cluster::wait_all_nodes_on(env, &ns, NAME, "v1.34.", 8, CONVERGE).await;
-    cluster::wait_converged(env, &client, &ns, NAME, expect(5, 3), CONVERGE).await;
-    let new_cps: Vec<String> = cluster::machines(&client, &ns, NAME)
-        .await
-        .iter()
-        .filter(|m| m.is_control_plane())
-        .filter_map(|m| m.metadata.name.clone())
-        .collect();
-    assert!(
-        old_cps.iter().all(|o| !new_cps.contains(o)),
-        "every control plane machine (Canonical's included) replaced: {old_cps:?} -> {new_cps:?}"
+    let t = takeover::scale_up_and_upgrade(&env.sim, &client, &ns, NAME, CONVERGE).await;
+    eprintln!(
+        "takeover: then scaled up in {:.1?}, upgraded in {:.1?}",
+        t.scale_up, t.upgrade
     );
-    let snap = env.sim.cluster(&ns, NAME).unwrap();
-    assert!(snap.quorum_never_lost(), "dqlite quorum kept: {:?}", snap.state.history);
-    let members = snap.member_addresses();
-    assert_eq!(members.len(), 5, "dqlite members are the 5 control planes: {members:?}");
 }
