@@ -73,9 +73,11 @@ bench: ## Benchmarks on the local plane (release build), ours beside Canonical's
 	BENCH_OUT=$${BENCH_OUT:-target/bench/results.json} $(CARGO_TARGET_DIR)/release/mk8s-bench $(BENCH_ARGS)
 	bash hack/sweep-testenv.sh
 
-takeover: ## Take over a running cluster left by Canonical's providers (synthetic starting state; see README)
+takeover: ## Take over a cluster from Canonical's providers: a synthetic v0.6.11 state, then their running managers where they build (see README)
 	bash hack/build-testenv.sh --with-capi >/dev/null
+	bash hack/build-canonical.sh >/dev/null || echo "make takeover: Canonical's providers are unavailable; the live takeover records why" >&2
 	$(CARGO) build --locked --workspace --bins
 	bash hack/sweep-testenv.sh
 	$(CARGO) test --locked -p mk8s-e2e --test takeover -- --nocapture
+	$(CARGO_TARGET_DIR)/debug/mk8s-bench takeover --out $${TAKEOVER_OUT:-target/bench/takeover.json}
 	bash hack/sweep-testenv.sh

@@ -181,44 +181,59 @@ impl BenchEnv {
             let text = std::fs::read_to_string(root.join(file)).expect("RBAC manifests");
             mk8s_e2e::apply_yaml(&client, &text, None).await;
         }
-        let mut ms = vec![];
-        for kind in &o.managers {
+        let mut env = BenchEnv {
+            plane: Some(plane),
+            capi,
+            sim,
+            managers: vec![],
+            dir,
+            audit_log,
+            client,
+            keep: false,
+        };
+        env.start_managers(&o.provider, &o.managers, &o.manager_args).await;
+        env
+    }
+
+    /// Starts managers of `provider` (ours get `manager_args`, theirs none) under our
+    /// ServiceAccounts, each with its metrics on a port of its own.
+    pub async fn start_managers(&mut self, provider: &Provider, kinds: &[ManagerKind], manager_args: &[String]) {
+        let plane = self.plane.as_ref().expect("plane");
+        for kind in kinds {
             let port = free_port();
-            let running = match &o.provider {
+            let running = match provider {
                 Provider::Ours => {
                     // The production default lease duration (the e2e harness shortens it to 4 s).
                     let mut args = vec![
                         format!("--metrics-bind-address=127.0.0.1:{port}"),
                         "--leader-election-lease-duration=15".to_string(),
                     ];
-                    args.extend(o.manager_args.iter().cloned());
-                    Running::Ours(Manager::start_with(&plane, *kind, &dir, &args).await)
+                    args.extend(manager_args.iter().cloned());
+                    Running::Ours(Manager::start_with(plane, *kind, &self.dir, &args).await)
                 }
                 Provider::Theirs(t) => {
                     // The same ServiceAccount identity as ours (so the audit log splits
                     // requests the same way), with the rights their own RBAC would give.
                     let (ns, sa) = (kind.namespace(), kind.service_account());
-                    crate::theirs::grant_admin(&client, ns, sa).await;
-                    let kubeconfig = dir.join(format!("theirs-{kind:?}.kubeconfig").to_lowercase());
+                    crate::theirs::grant_admin(&self.client, ns, sa).await;
+                    let kubeconfig = self.dir.join(format!("theirs-{kind:?}.kubeconfig").to_lowercase());
                     let yaml = plane
                         .kubeconfig_for_service_account(ns, sa)
                         .await
                         .expect("service account kubeconfig");
                     std::fs::write(&kubeconfig, yaml).expect("kubeconfig");
-                    Running::Theirs(TheirManager::start(t, *kind, &dir, &kubeconfig, port).await)
+                    Running::Theirs(TheirManager::start(t, *kind, &self.dir, &kubeconfig, port).await)
                 }
             };
-            ms.push((running, port));
+            self.managers.push((running, port));
         }
-        BenchEnv {
-            plane: Some(plane),
-            capi,
-            sim,
-            managers: ms,
-            dir,
-            audit_log,
-            client,
-            keep: false,
+    }
+
+    /// Stops every manager (SIGTERM, then SIGKILL after 10 s), as scaling their Deployments
+    /// to zero would.
+    pub fn stop_managers(&mut self) {
+        for (m, _) in self.managers.drain(..) {
+            m.stop();
         }
     }
 
@@ -257,9 +272,7 @@ impl BenchEnv {
 
     /// Tears everything down, managers first; removes the run directory unless `BENCH_KEEP=1`.
     pub async fn stop(mut self) {
-        for (m, _) in self.managers.drain(..) {
-            m.stop();
-        }
+        self.stop_managers();
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
         }

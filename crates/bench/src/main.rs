@@ -14,6 +14,10 @@
 //!   by identity (audit log).
 //! * `scale` — `--scale-n` (default 1000) single-control-plane clusters, light mode: total
 //!   time to Available, where the time goes, memory per cluster, a short `perf` profile.
+//! * `takeover` (not in `all`; `make takeover` runs it) — Canonical's running managers
+//!   provision a 3 + 2 cluster, then ours take it over as the README's cut-over does, checked
+//!   like the synthetic takeover test; needs "theirs" (below), else it records why it did not
+//!   run.
 //!
 //! Results: a table on stdout and `target/bench/results.json` (`--out`), merged with the
 //! sections of earlier runs.
@@ -32,6 +36,7 @@ mod available;
 mod env;
 mod procstat;
 mod scale;
+mod takeover;
 mod theirs;
 mod throughput;
 
@@ -70,7 +75,7 @@ fn default_theirs_dir() -> PathBuf {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: mk8s-bench [available|throughput|resources|scale|report ...] [--runs N] [--configs N] \
+        "usage: mk8s-bench [available|throughput|resources|scale|takeover|report ...] [--runs N] [--configs N] \
          [--resources-n N] [--scale-n N] [--shared-ca] [--delays zero|realistic] [--out FILE] \
          [--manager-arg FLAG ...] [--theirs DIR]"
     );
@@ -115,7 +120,17 @@ fn parse_args() -> Args {
                 _ => usage(),
             }),
             "-h" | "--help" => usage(),
-            s if ["available", "throughput", "resources", "scale", "report", "all"].contains(&s) => {
+            s if [
+                "available",
+                "throughput",
+                "resources",
+                "scale",
+                "takeover",
+                "report",
+                "all",
+            ]
+            .contains(&s) =>
+            {
                 a.scenarios.push(s.to_string());
             }
             other => {
@@ -150,6 +165,15 @@ fn parse_args() -> Args {
         }
     };
     a
+}
+
+/// The build profile of this executable (`target/<profile>/mk8s-bench`): `release` under
+/// `make bench`, `debug` under `make takeover`.
+fn profile() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Canonical's providers for this run: where they come from, or exactly why they are missing
@@ -259,7 +283,7 @@ fn meta() -> Value {
         "git": format!("{git}{}", if dirty { " (with uncommitted changes)" } else { "" }),
         "cpus": cpus,
         "memory": mem,
-        "builds": "release builds of mk8s-bootstrap, mk8s-controlplane, mk8s-sim and mk8s-bench",
+        "builds": format!("{} builds of mk8s-bootstrap, mk8s-controlplane, mk8s-sim and mk8s-bench", profile()),
         "plane": "testenv kube-apiserver/etcd (k8s v1.36.3, etcd v3.6.16), CAPI core v1.14.2",
         "noise": "2 shared cores: compare medians and ratios from the same run only",
     })
@@ -439,7 +463,12 @@ fn report(r: &Value) -> String {
     let mut t = String::new();
     let available = r["canonical"]["available"] == true;
     let missing = if available { "not run" } else { "unavailable¹" };
-    t.push_str("| scenario | ours (median) | runs | theirs (median) | ours/theirs |\n|---|---|---|---|---|\n");
+    let compared = ["available", "throughput", "resources", "scale"]
+        .iter()
+        .any(|k| r[*k].is_object());
+    if compared {
+        t.push_str("| scenario | ours (median) | runs | theirs (median) | ours/theirs |\n|---|---|---|---|---|\n");
+    }
     let runs_of = |runs: &Value| -> String {
         runs.as_array()
             .into_iter()
@@ -572,13 +601,14 @@ fn report(r: &Value) -> String {
             s["memory_mib"][key_mem].as_f64().unwrap_or(0.0)
         ));
     }
-    if available {
+    // A takeover alone says for itself whether theirs ran.
+    if compared && available {
         t.push_str(&format!(
             "\nTheirs: {} from {}.\n",
             r["canonical"]["version"].as_str().unwrap_or_default(),
             r["canonical"]["dir"].as_str().unwrap_or_default()
         ));
-    } else {
+    } else if compared {
         let first = r["canonical"]["modules"][0]["output"].as_str().unwrap_or_default();
         t.push_str(&format!(
             "\n¹ Canonical's providers are not available: {}; `go list -m -versions {}` → `{}` (checked {}).\n",
@@ -594,6 +624,9 @@ fn report(r: &Value) -> String {
              bootstrap manager reads Clusters as v1beta1 and waits for their v1beta1 ControlPlaneInitialized \
              condition, which only CAPI's conversion produces, so it runs for ours only.\n",
         );
+    }
+    if r["takeover"].is_object() {
+        t.push_str(&takeover::report(&r["takeover"]));
     }
     t
 }
@@ -626,6 +659,12 @@ fn main() {
                     }
                 }
                 "scale" => results["scale"] = scenario_scale(&a, a.scale_n, "scale", 30, &Provider::Ours).await,
+                "takeover" => {
+                    results["takeover"] = match &a.theirs {
+                        Ok(t) => takeover::run(t).await,
+                        Err(why) => json!({"ran": false, "why": why}),
+                    }
+                }
                 _ => {}
             }
             save(&a.out, &results);

@@ -107,6 +107,18 @@ pub async fn grant_admin(client: &kube::Client, namespace: &str, service_account
         .unwrap_or_else(|e| panic!("binding {name}: {e}"));
 }
 
+/// Removes the binding of [`grant_admin`] (at the cut-over, so that ours run with the rights
+/// of `config/rbac/` only).
+pub async fn revoke_admin(client: &kube::Client, service_account: &str) {
+    let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let name = format!("bench-theirs-{service_account}");
+    match api.delete(&name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => panic!("removing binding {name}: {e}"),
+    }
+}
+
 /// One of their managers, running as a process.
 pub struct TheirManager {
     /// Which one.
