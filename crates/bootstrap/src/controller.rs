@@ -71,18 +71,20 @@ fn config_ref_of(m: &Machine) -> Option<ObjectRef<MicroK8sConfig>> {
     Some(ObjectRef::new(&r.name).within(ns))
 }
 
-/// Configs of the Machines of a cluster; `only_waiting` keeps those without bootstrap data.
+/// Configs of the Machines of a cluster; `only_unjoined` keeps those of Machines without
+/// bootstrap data or without a node yet (waiting to render, or joining through machines that
+/// may go away).
 fn configs_of_cluster(
     machines: &Store<Machine>,
     ns: &str,
     cluster: &str,
-    only_waiting: bool,
+    only_unjoined: bool,
 ) -> Vec<ObjectRef<MicroK8sConfig>> {
     machines
         .state()
         .iter()
         .filter(|m| m.metadata.namespace.as_deref() == Some(ns) && m.spec.cluster_name == cluster)
-        .filter(|m| !only_waiting || m.spec.bootstrap.data_secret_name.is_none())
+        .filter(|m| !only_unjoined || m.spec.bootstrap.data_secret_name.is_none() || m.node_name().is_none())
         .filter_map(|m| config_ref_of(m))
         .collect()
 }
@@ -179,7 +181,8 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
             move |m: Machine| {
                 let mut out: Vec<ObjectRef<MicroK8sConfig>> = config_ref_of(&m).into_iter().collect();
                 // A control plane machine changing (addresses, phase, deletion) may unblock the
-                // configs of its cluster that wait for join addresses or the init lock.
+                // configs of its cluster that wait for join addresses or the init lock, or
+                // strand those whose nodes have yet to join through it.
                 if m.is_control_plane()
                     && let Some(ns) = m.metadata.namespace.as_deref()
                 {
@@ -334,6 +337,7 @@ async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, 
     debug!(config = %key_of(cfg), ?plan, "decided");
 
     let mut ca_condition = None;
+    let mut join = None;
     let mut action = Action::await_change();
     let outcome = match plan {
         Plan::Paused(why) => Outcome::Paused(why),
@@ -353,6 +357,19 @@ async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, 
             message: String::new(),
         },
         Plan::Ready => {
+            let found = join_targets(cfg, ctx, &facts.owner);
+            if let status::JoinTargets::Gone(message) = &found {
+                let reported = cfg
+                    .status
+                    .as_ref()
+                    .and_then(|s| mk8s_api::conditions::find(&s.conditions, status::types::JOIN_TARGETS_AVAILABLE))
+                    .is_some_and(|c| c.status == "False");
+                if !reported {
+                    warn!(config = %key_of(cfg), "{message}");
+                    event(ctx, cfg, EventType::Warning, reason::JOIN_TARGETS_GONE, message.clone()).await;
+                }
+            }
+            join = Some(found);
             let current = cfg
                 .status
                 .as_ref()
@@ -398,8 +415,31 @@ async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, 
     {
         release_lock_if_held(ctx, c).await?;
     }
-    apply_status(cfg, ctx, &outcome, ca_condition.as_ref()).await?;
+    apply_status(cfg, ctx, &outcome, ca_condition.as_ref(), join.as_ref()).await?;
     Ok(action)
+}
+
+/// Whether a rendered joining machine still has a control plane machine to join through
+/// (see [`decide::join_targets_gone`]).
+fn join_targets(cfg: &MicroK8sConfig, ctx: &Context, owner: &Owner<'_>) -> status::JoinTargets {
+    let recorded = cfg.annotations().get(decide::JOIN_ADDRESSES_ANNOTATION);
+    let Owner::Machine(m) = owner else {
+        return status::JoinTargets::Fine;
+    };
+    // Most reconciles end here, without a look at every Machine.
+    if recorded.is_none() || m.node_name().is_some() {
+        return status::JoinTargets::Fine;
+    }
+    let machines = ctx.machines.state();
+    match decide::join_targets_gone(recorded.map(String::as_str), m, machines.iter().map(|m| &**m)) {
+        Some(gone) => status::JoinTargets::Gone(format!(
+            "Machine {} has no node yet and its bootstrap data joins through {}, which no control plane machine of cluster {} has any more (deleted before this machine's node joined): the node cannot join. Delete this Machine to replace it (a MachineHealthCheck does so by itself)",
+            m.metadata.name.as_deref().unwrap_or_default(),
+            gone.join(", "),
+            m.spec.cluster_name
+        )),
+        None => status::JoinTargets::Fine,
+    }
 }
 
 /// Deletes the init lock of an initialized cluster when the lock cache shows one this manager
@@ -599,6 +639,12 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
         }
     };
 
+    let join_addresses = match &role {
+        mk8s_cloudinit::Role::Worker { join_addresses } | mk8s_cloudinit::Role::JoinControlPlane { join_addresses } => {
+            join_addresses.clone()
+        }
+        mk8s_cloudinit::Role::Init { .. } => vec![],
+    };
     let port = u16::try_from(g.endpoint.port).unwrap_or(0);
     let rendered = mk8s_cloudinit::render(&mk8s_cloudinit::RenderInput {
         role,
@@ -623,7 +669,7 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
         }
     };
 
-    record_role(cfg, ctx, g.role).await?;
+    record_role(cfg, ctx, g.role, &join_addresses).await?;
     if let Some(conflict) = store_data_secret(cfg, ctx, cluster, user_data).await? {
         return Ok((
             conflict,
@@ -687,15 +733,24 @@ async fn fresh_initialized(ctx: &Context, cluster: &Cluster) -> Result<bool, Err
         .is_some_and(|c| c.control_plane_initialized()))
 }
 
-async fn record_role(cfg: &MicroK8sConfig, ctx: &Context, role: Role) -> Result<(), Error> {
-    if cfg.annotations().get(decide::ROLE_ANNOTATION).map(String::as_str) == Some(role.as_str()) {
+/// Records on the config the role its data is rendered for and the addresses a joining
+/// role joins through (one patch, skipped when both are recorded already).
+async fn record_role(cfg: &MicroK8sConfig, ctx: &Context, role: Role, join_addresses: &[String]) -> Result<(), Error> {
+    let joined = (!join_addresses.is_empty()).then(|| join_addresses.join(","));
+    let annotations = cfg.annotations();
+    if annotations.get(decide::ROLE_ANNOTATION).map(String::as_str) == Some(role.as_str())
+        && annotations.get(decide::JOIN_ADDRESSES_ANNOTATION) == joined.as_ref()
+    {
         return Ok(());
     }
     let api: Api<MicroK8sConfig> = Api::namespaced(ctx.rt.client.clone(), &cfg.namespace().unwrap_or_default());
     api.patch(
         &cfg.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {decide::ROLE_ANNOTATION: role.as_str()}}})),
+        &Patch::Merge(json!({"metadata": {"annotations": {
+            decide::ROLE_ANNOTATION: role.as_str(),
+            decide::JOIN_ADDRESSES_ANNOTATION: joined,
+        }}})),
     )
     .await?;
     Ok(())
@@ -768,10 +823,11 @@ async fn apply_status(
     ctx: &Context,
     outcome: &Outcome,
     ca: Option<&CaCondition>,
+    join: Option<&status::JoinTargets>,
 ) -> Result<(), Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let current = cfg.status.as_ref();
-    let desired = status::desired(current, outcome, ca, cfg.metadata.generation, &now);
+    let desired = status::desired(current, outcome, ca, join, cfg.metadata.generation, &now);
     if current == Some(&desired) {
         return Ok(());
     }

@@ -41,6 +41,11 @@ pub mod reason {
     pub const RECOVERED: &str = "DataSecretRecoveredFromMachine";
     /// The data Secret was deleted after the node joined; it is not regenerated.
     pub const DELETED_AFTER_JOIN: &str = "DataSecretDeletedAfterJoin";
+    /// `JoinTargetsAvailable` (and `Ready`) false: the machine's node has not joined and no
+    /// control plane machine has any of the addresses its bootstrap data joins through.
+    pub const JOIN_TARGETS_GONE: &str = "JoinTargetsGone";
+    /// `JoinTargetsAvailable` true again: a join target is back, or the node joined.
+    pub const JOIN_TARGETS_AVAILABLE: &str = "JoinTargetsAvailable";
 }
 
 /// The role a machine's bootstrap data gives it.
@@ -164,6 +169,10 @@ pub struct Generate {
 /// Annotation recording the role a config's data was rendered for, so that a data Secret
 /// deleted before its node joined is rendered again for the same role.
 pub const ROLE_ANNOTATION: &str = "bootstrap.cluster.x-k8s.io/microk8s-role";
+
+/// Annotation recording, comma-separated, the addresses a joining config's data joins
+/// through, so that a machine left with none of them is reported ([`join_targets_gone`]).
+pub const JOIN_ADDRESSES_ANNOTATION: &str = "bootstrap.cluster.x-k8s.io/microk8s-join-addresses";
 
 fn is_paused(facts: &Facts<'_>, cluster: &Cluster) -> Option<String> {
     let annotated = facts
@@ -371,6 +380,42 @@ pub fn join_addresses<'a>(
         }
     }
     vec![]
+}
+
+/// The addresses a joining machine's data joins through when none of them is left: its
+/// Machine has no node yet, and no control plane machine of its cluster (other than itself,
+/// and not being deleted) has any of `recorded` (the [`JOIN_ADDRESSES_ANNOTATION`]) among its
+/// addresses. Its node retries the join against addresses nothing answers on until it gives
+/// up; only replacing the Machine helps. This happens to a worker rendered while the control
+/// plane initializes when the initializing machine is deleted before it initializes. `None`
+/// when the node joined, a target is left, or nothing was recorded (init data; data rendered
+/// by another provider).
+pub fn join_targets_gone<'a>(
+    recorded: Option<&str>,
+    machine: &Machine,
+    machines: impl IntoIterator<Item = &'a Machine>,
+) -> Option<Vec<String>> {
+    let recorded: Vec<String> = recorded?
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    if recorded.is_empty() || machine.node_name().is_some() {
+        return None;
+    }
+    let left = machines
+        .into_iter()
+        .filter(|m| m.metadata.namespace == machine.metadata.namespace)
+        .filter(|m| m.spec.cluster_name == machine.spec.cluster_name)
+        .filter(|m| m.is_control_plane() && !m.is_deleting())
+        .filter(|m| m.metadata.name != machine.metadata.name)
+        .any(|m| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| s.addresses.iter().any(|a| recorded.contains(&a.address)))
+        });
+    (!left).then_some(recorded)
 }
 
 #[cfg(test)]
@@ -692,5 +737,64 @@ mod tests {
             "2026-01-01T00:00:01Z",
         )];
         assert_eq!(join_addresses(&external_only, "c", "self", &[]), ["203.0.113.1"]);
+    }
+
+    #[test]
+    fn a_joining_machine_is_stranded_only_when_every_recorded_target_is_gone_before_it_joins() {
+        let cp = |name: &str, ip: &str, extra: serde_json::Value| {
+            let mut m = machine(
+                true,
+                json!({"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}),
+            );
+            let mut v = serde_json::to_value(&m).unwrap();
+            merge(&mut v, extra);
+            m = serde_json::from_value(v).unwrap();
+            m
+        };
+        let worker = machine(false, json!({"metadata": {"name": "w"}}));
+        let joined = machine(
+            false,
+            json!({"metadata": {"name": "w"}, "status": {"nodeRef": {"name": "w"}}}),
+        );
+        let init = cp("init", "10.0.0.1", json!({}));
+        let other = cp("other", "10.0.0.2", json!({}));
+        let deleting = cp(
+            "init",
+            "10.0.0.1",
+            json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x"]}}),
+        );
+        let elsewhere = {
+            let mut m = cp("init", "10.0.0.1", json!({}));
+            m.spec.cluster_name = "d".into();
+            m
+        };
+        let gone =
+            |recorded: Option<&str>, m: &Machine, ms: &[&Machine]| join_targets_gone(recorded, m, ms.iter().copied());
+
+        // A target is left: nothing to report.
+        assert_eq!(gone(Some("10.0.0.1"), &worker, &[&init]), None);
+        assert_eq!(gone(Some("10.0.0.1,10.0.0.2"), &worker, &[&other]), None);
+        // Every target deleted, being deleted, or only in another cluster: stranded.
+        assert_eq!(gone(Some("10.0.0.1"), &worker, &[]), Some(vec!["10.0.0.1".to_string()]));
+        assert_eq!(
+            gone(Some("10.0.0.1, 10.0.0.3"), &worker, &[&deleting, &other]),
+            Some(vec!["10.0.0.1".to_string(), "10.0.0.3".to_string()])
+        );
+        assert_eq!(
+            gone(Some("10.0.0.1"), &worker, &[&elsewhere]),
+            Some(vec!["10.0.0.1".to_string()])
+        );
+        // A machine is no target of itself; a worker with the address is no target.
+        let self_cp = cp("w", "10.0.0.1", json!({}));
+        assert!(gone(Some("10.0.0.1"), &self_cp, &[&self_cp]).is_some());
+        let worker_with_ip = machine(
+            false,
+            json!({"metadata": {"name": "x"}, "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}}),
+        );
+        assert!(gone(Some("10.0.0.1"), &worker, &[&worker_with_ip]).is_some());
+        // The node joined, nothing recorded, or an empty record: nothing to report.
+        assert_eq!(gone(Some("10.0.0.1"), &joined, &[]), None);
+        assert_eq!(gone(None, &worker, &[]), None);
+        assert_eq!(gone(Some(" , "), &worker, &[]), None);
     }
 }

@@ -17,6 +17,18 @@ pub mod types {
     pub const READY: &str = "Ready";
     /// Reconciliation is paused.
     pub const PAUSED: &str = "Paused";
+    /// A joining machine's node can reach what its data joins through; set only once it
+    /// could not (its absence means nothing was ever wrong).
+    pub const JOIN_TARGETS_AVAILABLE: &str = "JoinTargetsAvailable";
+}
+
+/// What a reconcile found of a rendered joining machine's join targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinTargets {
+    /// None is left (the message says which and what to do).
+    Gone(String),
+    /// A target is left, or the node joined (or nothing was recorded).
+    Fine,
 }
 
 /// What a reconcile concluded, for the status.
@@ -58,6 +70,7 @@ pub fn is_problem(reason: &str) -> bool {
     matches!(
         reason,
         reason::INVALID_CONFIGURATION
+            | reason::JOIN_TARGETS_GONE
             | reason::INVALID_CLUSTER_SECRET
             | reason::DATA_SECRET_CONFLICT
             | reason::MACHINE_POOL_NOT_SUPPORTED
@@ -78,6 +91,7 @@ pub fn desired(
     current: Option<&MicroK8sConfigStatus>,
     outcome: &Outcome,
     ca: Option<&CaCondition>,
+    join: Option<&JoinTargets>,
     generation: Option<i64>,
     now: &Time,
 ) -> MicroK8sConfigStatus {
@@ -134,11 +148,38 @@ pub fn desired(
         };
         conditions::set(conds, c, generation, now);
     }
-    // Ready summarises data availability (a ready config stays Ready once its data exists).
-    let ready = match conditions::find(conds, types::DATA_SECRET_AVAILABLE) {
-        Some(d) if d.is_true() => Condition::true_(types::READY, &d.reason, d.message.clone()),
-        Some(d) => Condition::false_(types::READY, &d.reason, d.message.clone()),
-        None => Condition::unknown(types::READY, "Unknown", ""),
+    match join {
+        Some(JoinTargets::Gone(message)) => conditions::set(
+            conds,
+            Condition::false_(
+                types::JOIN_TARGETS_AVAILABLE,
+                reason::JOIN_TARGETS_GONE,
+                message.clone(),
+            ),
+            generation,
+            now,
+        ),
+        // Written only to clear a problem reported before: no extra write for every machine.
+        Some(JoinTargets::Fine) if conditions::find(conds, types::JOIN_TARGETS_AVAILABLE).is_some() => {
+            conditions::set(
+                conds,
+                Condition::true_(types::JOIN_TARGETS_AVAILABLE, reason::JOIN_TARGETS_AVAILABLE, ""),
+                generation,
+                now,
+            );
+        }
+        _ => {}
+    }
+    let stranded = conditions::find(conds, types::JOIN_TARGETS_AVAILABLE)
+        .filter(|c| !c.is_true())
+        .cloned();
+    // Ready summarises data availability (a ready config stays Ready once its data exists),
+    // unless its node can no longer join.
+    let ready = match (conditions::find(conds, types::DATA_SECRET_AVAILABLE), stranded) {
+        (Some(d), Some(j)) if d.is_true() => Condition::false_(types::READY, &j.reason, j.message),
+        (Some(d), _) if d.is_true() => Condition::true_(types::READY, &d.reason, d.message.clone()),
+        (Some(d), _) => Condition::false_(types::READY, &d.reason, d.message.clone()),
+        (None, _) => Condition::unknown(types::READY, "Unknown", ""),
     };
     conditions::set(conds, ready, generation, now);
     st.observed_generation = generation;
@@ -178,6 +219,7 @@ mod tests {
                 message: "m".into(),
             },
             None,
+            None,
             Some(1),
             &t(1),
         );
@@ -202,6 +244,7 @@ mod tests {
                 message: String::new(),
             },
             None,
+            None,
             Some(2),
             &t(2),
         );
@@ -219,6 +262,7 @@ mod tests {
                 message: String::new(),
             },
             None,
+            None,
             Some(2),
             &t(99),
         );
@@ -234,10 +278,18 @@ mod tests {
                 message: "m".into(),
             },
             None,
+            None,
             Some(1),
             &t(1),
         );
-        let paused = desired(Some(&before), &Outcome::Paused("why".into()), None, Some(5), &t(2));
+        let paused = desired(
+            Some(&before),
+            &Outcome::Paused("why".into()),
+            None,
+            None,
+            Some(5),
+            &t(2),
+        );
         assert!(conditions::is_true(&paused.conditions, types::PAUSED));
         assert_eq!(paused.observed_generation, Some(1));
         assert_eq!(
@@ -259,6 +311,7 @@ mod tests {
                 reason: "CAAvailable",
                 message: String::new(),
             }),
+            None,
             Some(1),
             &t(1),
         );
@@ -268,6 +321,76 @@ mod tests {
         assert!(
             v1.iter()
                 .any(|c| c.type_ == types::CERTIFICATES_AVAILABLE && c.status == "True")
+        );
+    }
+
+    #[test]
+    fn a_stranded_joining_machine_is_not_ready_until_a_target_is_back() {
+        let available = Outcome::Available {
+            secret: "cfg".into(),
+            reason: reason::DATA_SECRET_CREATED,
+            message: "worker bootstrap data".into(),
+        };
+        let fine = desired(None, &available, None, Some(&JoinTargets::Fine), Some(1), &t(1));
+        assert!(
+            conditions::find(&fine.conditions, types::JOIN_TARGETS_AVAILABLE).is_none(),
+            "never written while nothing is wrong"
+        );
+        assert!(conditions::is_true(&fine.conditions, types::READY));
+
+        let gone = JoinTargets::Gone("joins through 10.0.0.1, deleted".into());
+        let stranded = desired(Some(&fine), &available, None, Some(&gone), Some(1), &t(2));
+        // The data exists (CAPI's contract fields stay), but the summary says why no node comes.
+        assert!(stranded.ready);
+        assert!(conditions::is_true(&stranded.conditions, types::DATA_SECRET_AVAILABLE));
+        let j = conditions::find(&stranded.conditions, types::JOIN_TARGETS_AVAILABLE).unwrap();
+        assert_eq!(
+            (j.status.as_str(), j.reason.as_str()),
+            ("False", reason::JOIN_TARGETS_GONE)
+        );
+        let r = conditions::find(&stranded.conditions, types::READY).unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str(), r.message.as_str()),
+            ("False", reason::JOIN_TARGETS_GONE, "joins through 10.0.0.1, deleted")
+        );
+        let v1 = &stranded
+            .deprecated
+            .as_ref()
+            .unwrap()
+            .v1beta1
+            .as_ref()
+            .unwrap()
+            .conditions;
+        let v1_ready = v1.iter().find(|c| c.type_ == types::READY).unwrap();
+        assert_eq!(v1_ready.severity, "Warning");
+        // Reconciled again with no news: nothing changes; a later reconcile that did not look
+        // (None) keeps the finding.
+        assert_eq!(
+            desired(Some(&stranded), &available, None, Some(&gone), Some(1), &t(3)),
+            stranded
+        );
+        assert_eq!(
+            desired(Some(&stranded), &available, None, None, Some(1), &t(3)),
+            stranded
+        );
+
+        let back = desired(
+            Some(&stranded),
+            &available,
+            None,
+            Some(&JoinTargets::Fine),
+            Some(1),
+            &t(4),
+        );
+        let j = conditions::find(&back.conditions, types::JOIN_TARGETS_AVAILABLE).unwrap();
+        assert_eq!(
+            (j.status.as_str(), j.reason.as_str()),
+            ("True", reason::JOIN_TARGETS_AVAILABLE)
+        );
+        let r = conditions::find(&back.conditions, types::READY).unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("True", reason::DATA_SECRET_CREATED)
         );
     }
 }

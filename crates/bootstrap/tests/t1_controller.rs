@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use mk8s_api::MicroK8sConfig;
@@ -359,6 +360,82 @@ async fn gating_init_join_and_worker_wakeup() {
     })
     .await;
     assert!(ctrl.metrics.encode().contains("mk8s_reconcile_total"));
+    ctrl.stop().await;
+}
+
+/// `Ready` of a config as `status/reason`, and `JoinTargetsAvailable` likewise (or `-`).
+async fn ready_and_join_targets(env: &Env, name: &str) -> (String, String) {
+    let st = env.config(name).await.status.unwrap_or_default();
+    let show =
+        |t: &str| conditions::find(&st.conditions, t).map_or("-".to_string(), |c| format!("{}/{}", c.status, c.reason));
+    (show("Ready"), show("JoinTargetsAvailable"))
+}
+
+#[tokio::test]
+async fn a_worker_left_without_its_join_target_says_so_until_one_is_back() {
+    let Some(env) = env("stranded").await else { return };
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.cluster("s", true, true).await;
+    env.machine("s", "init", true, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("init", "True/DataSecretCreated").await;
+    env.machine("s", "w", false, Some("v1.33.4"), json!({})).await;
+    env.in_phase("init", "10.3.0.1", "Provisioned").await;
+    env.wait_reason("w", "True/DataSecretCreated").await;
+    let annotation = "bootstrap.cluster.x-k8s.io/microk8s-join-addresses";
+    let recorded = |c: MicroK8sConfig| c.metadata.annotations.unwrap_or_default().get(annotation).cloned();
+    assert_eq!(recorded(env.config("w").await).as_deref(), Some("10.3.0.1"));
+    assert_eq!(recorded(env.config("init").await), None, "init data joins nothing");
+    assert_eq!(
+        ready_and_join_targets(&env, "w").await,
+        ("True/DataSecretCreated".into(), "-".into()),
+        "nothing written while nothing is wrong"
+    );
+
+    // The initializing machine is deleted before it initializes (and before the worker's node
+    // could join through it): the worker's config says why its node will not come, at once.
+    env.dynamic("Machine")
+        .delete("init", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(TIMEOUT, "w reports its join target gone", || async {
+        ready_and_join_targets(&env, "w").await == ("False/JoinTargetsGone".into(), "False/JoinTargetsGone".into())
+    })
+    .await;
+    let st = env.config("w").await.status.unwrap();
+    assert!(st.ready, "the data is still there for CAPI");
+    assert!(conditions::is_true(&st.conditions, "DataSecretAvailable"));
+    let ready = conditions::find(&st.conditions, "Ready").unwrap();
+    assert!(
+        ready.message.contains("joins through 10.3.0.1") && ready.message.contains("Delete this Machine"),
+        "{}",
+        ready.message
+    );
+    let events: Vec<Event> = Api::<Event>::namespaced(env.client.clone(), &env.ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let warned: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("JoinTargetsGone"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("w"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one Warning Event: {events:?}");
+    assert_eq!(warned[0].type_.as_deref(), Some("Warning"));
+
+    // A replacement control plane machine at another address is no target of this data.
+    env.machine("s", "init2", true, Some("v1.33.4"), json!({})).await;
+    env.in_phase("init2", "10.3.0.2", "Provisioned").await;
+    env.wait_reason("init2", "True/DataSecretCreated").await;
+    assert_eq!(ready_and_join_targets(&env, "w").await.1, "False/JoinTargetsGone");
+    // One at the recorded address is (a cloud reusing the address): the config recovers, woken
+    // by that Machine, not by a poll.
+    env.machine("s", "init3", true, Some("v1.33.4"), json!({})).await;
+    env.in_phase("init3", "10.3.0.1", "Provisioned").await;
+    wait_for(TIMEOUT, "w recovers", || async {
+        ready_and_join_targets(&env, "w").await == ("True/DataSecretCreated".into(), "True/JoinTargetsAvailable".into())
+    })
+    .await;
     ctrl.stop().await;
 }
 

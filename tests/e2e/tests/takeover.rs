@@ -56,6 +56,7 @@ const IN_PLACE: &str = "microk8s.controlplane.cluster.x-k8s.io/in-place-upgrade"
 const MEMBER_REMOVAL: &str = "microk8s.controlplane.cluster.x-k8s.io/member-removal";
 const HOOK: &str = "pre-terminate.delete.hook.machine.cluster.x-k8s.io/microk8s-member-removal";
 const ROLE: &str = "bootstrap.cluster.x-k8s.io/microk8s-role";
+const JOIN_ADDRESSES: &str = "bootstrap.cluster.x-k8s.io/microk8s-join-addresses";
 const CONTROL_PLANE_NAME: &str = "cluster.x-k8s.io/control-plane-name";
 
 fn b64(s: &[u8]) -> String {
@@ -283,6 +284,7 @@ async fn make_canonical(client: &kube::Client, ns: &str) {
         let mut c = configs.get(&config_name).await.unwrap();
         if let Some(a) = c.metadata.annotations.as_mut() {
             a.remove(ROLE);
+            a.remove(JOIN_ADDRESSES);
             a.remove(CREATED_BY);
         }
         if cp {
