@@ -230,7 +230,14 @@ fn key_of(cfg: &MicroK8sConfig) -> String {
 
 async fn reconcile(cfg: Arc<MicroK8sConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
     let timer = ctx.rt.metrics.start(CONTROLLER);
-    let result = reconcile_inner(&cfg, &ctx).await;
+    let result = match reconcile_inner(&cfg, &ctx).await {
+        // Deleted while this reconcile ran: done, not a failure to retry and warn about.
+        Err(e) if e.is_config_gone(&cfg.name_any()) => {
+            debug!(config = %key_of(&cfg), "config deleted during its reconcile");
+            Ok(Action::await_change())
+        }
+        r => r,
+    };
     timer.finish(match &result {
         Ok(a) if *a == Action::await_change() => "success",
         Ok(_) => "requeue",
