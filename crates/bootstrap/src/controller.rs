@@ -50,6 +50,8 @@ pub struct Context {
     /// The controller's own MicroK8sConfig store (roles recorded on the configs).
     configs: Store<MicroK8sConfig>,
     secrets: Store<PartialObjectMeta<Secret>>,
+    /// Copies of the cluster Secrets (CA, join token, auth token) the secrets cache vouches for.
+    secret_copies: secrets::Copies,
     locks: Store<PartialObjectMeta<ConfigMap>>,
     /// Init locks already deleted (their watch event may lag the delete).
     released_locks: lock::Released,
@@ -114,11 +116,17 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         .reflect(cluster_writer)
         .touched_objects();
     let labelled = watcher::Config::default().labels(consts::LABEL_CLUSTER_NAME);
-    let secret_stream = watcher(rt.api::<PartialObjectMeta<Secret>>(), labelled.clone())
-        .default_backoff()
-        .modify(|s: &mut PartialObjectMeta<Secret>| slim_all(s.meta_mut()))
-        .reflect(secret_writer)
-        .touched_objects();
+    // Every Secret's metadata (slimmed), not only labelled ones: the cache then proves that a
+    // cluster Secret or a data Secret is absent (one a user created without labels included),
+    // so creating one needs no GET first.
+    let secret_stream = watcher(
+        rt.api::<PartialObjectMeta<Secret>>(),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|s: &mut PartialObjectMeta<Secret>| slim_all(s.meta_mut()))
+    .reflect(secret_writer)
+    .touched_objects();
     let lock_stream = watcher(rt.api::<PartialObjectMeta<ConfigMap>>(), labelled)
         .default_backoff()
         .modify(|s: &mut PartialObjectMeta<ConfigMap>| slim_all(s.meta_mut()))
@@ -162,6 +170,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         clusters: clusters.clone(),
         configs: configs.clone(),
         secrets: secret_store,
+        secret_copies: secrets::Copies::default(),
         locks: lock_store,
         released_locks: lock::Released::default(),
         machine_ar: machine_ar.clone(),
@@ -480,6 +489,11 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
     let ns = cfg.namespace().unwrap_or_default();
     let client = ctx.rt.client.clone();
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let source = secrets::Source {
+        api: &secrets_api,
+        cache: &ctx.secrets,
+        copies: &ctx.secret_copies,
+    };
     let invalid = |message: String| -> Generated {
         (
             Outcome::NotAvailable {
@@ -493,14 +507,14 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
 
     let control_plane = g.role != Role::Worker;
     let auth_token = if control_plane {
-        match secrets::auth_token(&secrets_api, cluster).await? {
+        match secrets::auth_token(&source, cluster).await? {
             Ok(t) => t,
             Err(e) => return Ok(invalid(e.0)),
         }
     } else {
         String::new()
     };
-    let join_token = match secrets::join_token(&secrets_api, cluster).await? {
+    let join_token = match secrets::join_token(&source, cluster).await? {
         Ok(t) => t,
         Err(e) => return Ok(invalid(e.0)),
     };
@@ -508,7 +522,7 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
     let mut ca_condition = None;
     let role = match g.role {
         Role::Init => {
-            let ca = match secrets::ca(&secrets_api, cluster).await? {
+            let ca = match secrets::ca(&source, cluster).await? {
                 Ok(ca) => ca,
                 Err(e) => {
                     let (o, _, a) = invalid(e.0.clone());

@@ -573,6 +573,58 @@ async fn cluster_secrets_are_created_per_contract_and_user_secrets_kept() {
 }
 
 #[tokio::test]
+async fn later_renders_use_the_cluster_secrets_as_they_are_now() {
+    // The manager keeps copies of the cluster Secrets it created or read; a user's change or
+    // deletion must reach the next render all the same.
+    let Some(env) = env("current").await else { return };
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.cluster("c", true, true).await;
+    env.machine("c", "init", true, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("init", "True/DataSecretCreated").await;
+    env.in_phase("init", "10.4.0.1", "Provisioned").await;
+    env.machine("c", "w1", false, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("w1", "True/DataSecretCreated").await;
+    let first = value(&env.secret("c-jointoken").await.unwrap(), "value");
+    assert!(env.data("w1").await.contains(&first));
+
+    // The user rotates the token: the next worker joins with the new one.
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), &env.ns);
+    let rotated = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvu";
+    secrets
+        .patch(
+            "c-jointoken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"value": rotated}})),
+        )
+        .await
+        .unwrap();
+    // Like any controller, the manager learns of the change through its watch; give the watch
+    // a moment to deliver it (a render racing a rotation may use either token).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.machine("c", "w2", false, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("w2", "True/DataSecretCreated").await;
+    let w2 = env.data("w2").await;
+    assert!(
+        w2.contains(rotated) && !w2.contains(&first),
+        "w2 joins with the rotated token"
+    );
+
+    // The user deletes it: the next worker gets a freshly generated one, stored again.
+    secrets.delete("c-jointoken", &DeleteParams::default()).await.unwrap();
+    wait_for(TIMEOUT, "the token Secret is gone", || async {
+        env.secret("c-jointoken").await.is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.machine("c", "w3", false, Some("v1.33.4"), json!({})).await;
+    env.wait_reason("w3", "True/DataSecretCreated").await;
+    let third = value(&env.secret("c-jointoken").await.unwrap(), "value");
+    assert!(third != rotated && third != first && third.len() == 32);
+    assert!(env.data("w3").await.contains(&third));
+    ctrl.stop().await;
+}
+
+#[tokio::test]
 async fn deleted_data_secret_is_rendered_again_only_before_the_node_joins() {
     let Some(env) = env("regen").await else { return };
     env.cluster("c", true, true).await;
