@@ -118,6 +118,35 @@ struct Copy {
 #[derive(Default)]
 pub struct Copies(Mutex<HashMap<String, Copy>>);
 
+/// What a copy keeps of a Secret: its name, namespace and `resourceVersion`, and only the
+/// data keys this module reads (`tls.crt`/`tls.key` when both are there, else `crt`/`key`;
+/// the tokens' keys), so a thousand clusters' copies stay small.
+pub fn slim_copy(secret: &Secret) -> Secret {
+    let data = secret.data.as_ref();
+    let has = |k: &str| data.is_some_and(|d| d.contains_key(k));
+    let tls = has(consts::KEY_TLS_CRT) && has(consts::KEY_TLS_KEY);
+    let wanted = |k: &str| match k {
+        consts::KEY_TLS_CRT | consts::KEY_TLS_KEY => true,
+        consts::KEY_CRT | consts::KEY_KEY => !tls,
+        k => k == consts::KEY_JOIN_TOKEN || k == consts::KEY_AUTH_TOKEN,
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: secret.metadata.name.clone(),
+            namespace: secret.metadata.namespace.clone(),
+            resource_version: secret.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        data: data.map(|d| {
+            d.iter()
+                .filter(|(k, _)| wanted(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        ..Default::default()
+    }
+}
+
 impl Copies {
     /// Stores a copy. `in_flight`: the cache did not show the Secret when it was obtained (this
     /// manager just created it, or someone did an instant before), so the cache's silence about
@@ -132,7 +161,7 @@ impl Copies {
             m.insert(
                 key,
                 Copy {
-                    secret: secret.clone(),
+                    secret: slim_copy(secret),
                     seen: !in_flight,
                     at: Instant::now(),
                 },
@@ -337,6 +366,47 @@ mod tests {
             resource_version: Some(rv),
             seen,
             age: Duration::from_secs(age_s),
+        }
+    }
+
+    #[test]
+    fn a_copy_keeps_what_is_read_and_nothing_else() {
+        let secret = |keys: &[&str]| Secret {
+            metadata: ObjectMeta {
+                name: Some("c-ca".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some("9".into()),
+                labels: Some(BTreeMap::from([("a".to_string(), "b".to_string())])),
+                ..Default::default()
+            },
+            type_: Some("cluster.x-k8s.io/secret".into()),
+            data: Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), ByteString(format!("<{k}>").into_bytes())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let keys = |s: &Secret| s.data.as_ref().unwrap().keys().cloned().collect::<Vec<_>>();
+        // Ours: both pairs written; tls.* is what is read.
+        let ours = slim_copy(&secret(&["tls.crt", "tls.key", "crt", "key", "extra"]));
+        assert_eq!(keys(&ours), ["tls.crt", "tls.key"]);
+        assert_eq!(ours.metadata.resource_version.as_deref(), Some("9"));
+        assert_eq!(ours.metadata.name.as_deref(), Some("c-ca"));
+        assert!(ours.metadata.labels.is_none());
+        // Canonical's keys only, or an incomplete tls pair: the fallback pair stays.
+        assert_eq!(keys(&slim_copy(&secret(&["crt", "key"]))), ["crt", "key"]);
+        assert_eq!(
+            keys(&slim_copy(&secret(&["tls.crt", "crt", "key"]))),
+            ["crt", "key", "tls.crt"]
+        );
+        // The tokens.
+        assert_eq!(keys(&slim_copy(&secret(&["value", "other"]))), ["value"]);
+        assert_eq!(keys(&slim_copy(&secret(&["token"]))), ["token"]);
+        // What the readers see is unchanged.
+        let full = secret(&["tls.crt", "tls.key", "crt", "key"]);
+        for k in ["tls.crt", "tls.key"] {
+            assert_eq!(value(&slim_copy(&full), k), value(&full, k));
         }
     }
 
