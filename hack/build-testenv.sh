@@ -77,7 +77,13 @@ version_ok() { # version_ok BINARY EXPECTED-SUBSTRING [VERSION-ARGS...]
   local bin=$1 want=$2
   shift 2
   [ "$#" -gt 0 ] || set -- --version
-  [ -x "$bin" ] && "$bin" "$@" 2>/dev/null | grep -q -- "$want"
+  [ -x "$bin" ] || return 1
+  # Capture first, then match: piping into `grep -q` under pipefail fails at random, because
+  # grep exits at the first matching line and the binary (etcd prints four lines) then dies of
+  # SIGPIPE, which made CI rebuild a good cache and reject the result.
+  local out
+  out=$("$bin" "$@" 2>/dev/null) || return 1
+  grep -q -- "$want" <<<"$out"
 }
 
 build_etcd() {
