@@ -26,6 +26,7 @@ use mk8s_api::MicroK8sConfig;
 use mk8s_api::capi::{Cluster, ClusterExt, Machine, MachineExt};
 use mk8s_api::consts;
 use mk8s_pki::KeyAlgorithm;
+use mk8s_runtime::secret_cache::{SecretCache, secret_cache_slimmed};
 use mk8s_runtime::slim::slim_all;
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use serde_json::json;
@@ -49,9 +50,9 @@ pub struct Context {
     clusters: Store<Cluster>,
     /// The controller's own MicroK8sConfig store (roles recorded on the configs).
     configs: Store<MicroK8sConfig>,
-    secrets: Store<PartialObjectMeta<Secret>>,
-    /// Copies of the cluster Secrets (CA, join token, auth token) the secrets cache vouches for.
-    secret_copies: secrets::Copies,
+    /// Every Secret's metadata, and copies of the cluster Secrets (CA, join token, auth token)
+    /// its watch vouches for.
+    secrets: SecretCache,
     locks: Store<PartialObjectMeta<ConfigMap>>,
     /// Init locks already deleted (their watch event may lag the delete).
     released_locks: lock::Released,
@@ -102,7 +103,6 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
     let machines = machine_writer.as_reader();
     let cluster_writer = reflector::store::Writer::<Cluster>::new(cluster_ar.clone());
     let clusters = cluster_writer.as_reader();
-    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let (lock_store, lock_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
 
     let machine_stream = watcher(rt.api_with::<Machine>(&machine_ar), wc.clone())
@@ -118,15 +118,14 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
     let labelled = watcher::Config::default().labels(consts::LABEL_CLUSTER_NAME);
     // Every Secret's metadata (slimmed), not only labelled ones: the cache then proves that a
     // cluster Secret or a data Secret is absent (one a user created without labels included),
-    // so creating one needs no GET first.
-    let secret_stream = watcher(
-        rt.api::<PartialObjectMeta<Secret>>(),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(|s: &mut PartialObjectMeta<Secret>| slim_all(s.meta_mut()))
-    .reflect(secret_writer)
-    .touched_objects();
+    // so creating one needs no GET first. A data Secret changing wakes its config.
+    let (secrets, secret_feed) = secret_cache_slimmed(client.clone(), secrets::slim_copy);
+    let (owned_tx, owned_rx) = futures::channel::mpsc::unbounded();
+    let secret_task = tokio::spawn(secret_feed.run(rt.api(), move |s| {
+        if let Some(r) = controlling_config(&s.metadata) {
+            let _ = owned_tx.unbounded_send(r);
+        }
+    }));
     let lock_stream = watcher(rt.api::<PartialObjectMeta<ConfigMap>>(), labelled)
         .default_backoff()
         .modify(|s: &mut PartialObjectMeta<ConfigMap>| slim_all(s.meta_mut()))
@@ -150,7 +149,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         let (m, c, s, l) = (
             machines.clone(),
             clusters.clone(),
-            secret_store.clone(),
+            secrets.watched().clone(),
             lock_store.clone(),
         );
         tokio::spawn(async move {
@@ -169,8 +168,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         machines: machines.clone(),
         clusters: clusters.clone(),
         configs: configs.clone(),
-        secrets: secret_store,
-        secret_copies: secrets::Copies::default(),
+        secrets,
         locks: lock_store,
         released_locks: lock::Released::default(),
         machine_ar: machine_ar.clone(),
@@ -209,7 +207,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
             },
             cluster_ar,
         )
-        .owns_stream(secret_stream)
+        .reconcile_on(owned_rx)
         .watches_stream(lock_stream, move |cm: PartialObjectMeta<ConfigMap>| {
             let ns = cm.metadata.namespace.clone().unwrap_or_default();
             let cluster = cm.labels().get(consts::LABEL_CLUSTER_NAME).cloned().unwrap_or_default();
@@ -229,8 +227,24 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
             future::ready(())
         })
         .await;
+    secret_task.abort();
     info!("MicroK8sConfig controller stopped");
     Ok(())
+}
+
+/// The MicroK8sConfig that controls an object (a data Secret), from its owner references.
+fn controlling_config(meta: &ObjectMeta) -> Option<ObjectRef<MicroK8sConfig>> {
+    let ns = meta.namespace.as_deref()?;
+    meta.owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|o| {
+            o.controller == Some(true)
+                && o.kind == MicroK8sConfig::kind(&())
+                && o.api_version.split('/').next() == Some(&*MicroK8sConfig::group(&()))
+        })
+        .map(|o| ObjectRef::new(&o.name).within(ns))
 }
 
 fn key_of(cfg: &MicroK8sConfig) -> String {
@@ -315,8 +329,11 @@ fn data_secret(cfg: &MicroK8sConfig, ctx: &Context) -> DataSecret {
         // A user-supplied dataSecretName (recovered from the Machine): not ours, never regenerated.
         return DataSecret::Foreign;
     }
-    let key = ObjectRef::new(&name).within(&cfg.namespace().unwrap_or_default());
-    match ctx.secrets.get(&key) {
+    let ns = cfg.namespace().unwrap_or_default();
+    let key = ObjectRef::new(&name).within(&ns);
+    match ctx.secrets.watched().get(&key) {
+        // Created by an earlier reconcile a moment ago; the watch has yet to show it.
+        None if ctx.secrets.vouched(&ns, &name).is_some() => DataSecret::Ours,
         None => DataSecret::Absent,
         Some(s) if controlled_by(&s.metadata, cfg) => DataSecret::Ours,
         Some(_) => DataSecret::Foreign,
@@ -492,7 +509,6 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
     let source = secrets::Source {
         api: &secrets_api,
         cache: &ctx.secrets,
-        copies: &ctx.secret_copies,
     };
     let invalid = |message: String| -> Generated {
         (
@@ -820,7 +836,25 @@ async fn store_data_secret(
         ..Default::default()
     };
     match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(None),
+        Ok(created) => {
+            // Remembered (name and version only) until the watch shows it, so that a reconcile
+            // in between does not take it for deleted and render it again.
+            let meta = ObjectMeta {
+                name: created.metadata.name,
+                namespace: created.metadata.namespace,
+                resource_version: created.metadata.resource_version,
+                ..Default::default()
+            };
+            ctx.secrets.wrote(
+                Secret {
+                    metadata: meta,
+                    ..Default::default()
+                },
+                None,
+                false,
+            );
+            Ok(None)
+        }
         Err(kube::Error::Api(s)) if s.is_already_exists() => {
             let existing = api.get(&name).await?;
             if !controlled_by(&existing.metadata, cfg) {
@@ -919,6 +953,56 @@ async fn report_states(
                 metrics.set_state_count(CONTROLLER, k, *v);
             }
             *prev = counts;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned_by(refs: &[(&str, &str, Option<bool>)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("w-1".into()),
+            namespace: Some("ns".into()),
+            owner_references: Some(
+                refs.iter()
+                    .map(|(api_version, kind, controller)| OwnerReference {
+                        api_version: api_version.to_string(),
+                        kind: kind.to_string(),
+                        name: format!("{kind}-owner"),
+                        uid: "u".into(),
+                        controller: *controller,
+                        block_owner_deletion: None,
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_secret_wakes_only_the_config_that_controls_it() {
+        let ours = owned_by(&[
+            ("cluster.x-k8s.io/v1beta2", "Cluster", None),
+            ("bootstrap.cluster.x-k8s.io/v1beta1", "MicroK8sConfig", Some(true)),
+        ]);
+        assert_eq!(
+            controlling_config(&ours),
+            Some(ObjectRef::new("MicroK8sConfig-owner").within("ns"))
+        );
+        // Owned but not controlled, another group's kind of that name, a cluster Secret, no namespace.
+        for meta in [
+            owned_by(&[("bootstrap.cluster.x-k8s.io/v1beta1", "MicroK8sConfig", None)]),
+            owned_by(&[("example.com/v1", "MicroK8sConfig", Some(true))]),
+            owned_by(&[("cluster.x-k8s.io/v1beta2", "Cluster", Some(true))]),
+            owned_by(&[]),
+            ObjectMeta {
+                namespace: None,
+                ..ours.clone()
+            },
+        ] {
+            assert_eq!(controlling_config(&meta), None, "{meta:?}");
         }
     }
 }

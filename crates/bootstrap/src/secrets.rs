@@ -1,22 +1,21 @@
 //! The cluster's Secrets: join token, CA and cluster agent auth token — names and keys as
 //! Canonical's, created when absent, never overwritten. A user may create them by hand (with or
-//! without labels): the manager's metadata watch covers every Secret, so its cache says
-//! whether one exists and at which `resourceVersion`; the data comes from a copy this manager
-//! read or created when the cache vouches for it (same `resourceVersion`), else from a GET.
+//! without labels): the manager's [`SecretCache`] watches every Secret's metadata, so it says
+//! whether one exists without a request, and serves the data from a copy this manager read or
+//! created while the watch shows that copy's version (else one GET).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, PostParams};
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
 use mk8s_api::capi::Cluster;
 use mk8s_api::consts;
 use mk8s_pki::{Ca, CaPem, KeyAlgorithm};
+use mk8s_runtime::secret_cache::SecretCache;
 
 use crate::error::Error;
 
@@ -62,68 +61,12 @@ pub fn cluster_secret_meta(cluster: &Cluster, name: String) -> ObjectMeta {
     }
 }
 
-/// How long a Secret this manager created (or read) but its watch has not shown yet is served
-/// from the copy while the cache still lacks it. Longer than any watch lag; short enough that a
-/// create the watch never showed (deleted again before a relist) is not trusted for long.
-pub const IN_FLIGHT: Duration = Duration::from_secs(60);
-
-/// What to do about one cluster Secret, from the watch cache and the copy held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Serve the copy. `seen`: the cache shows the copy's version (no longer in flight).
-    UseCopy {
-        /// Whether the cache now shows this version.
-        seen: bool,
-    },
-    /// The Secret does not exist: create it (and drop any copy).
-    Absent,
-    /// It exists in a version the copy does not hold: read it (and drop any copy).
-    Read,
-}
-
-/// A copy's facts for [`judge`].
-#[derive(Clone, Copy, Debug)]
-pub struct CopyFacts<'a> {
-    /// The copy's `resourceVersion`.
-    pub resource_version: Option<&'a str>,
-    /// Whether the cache has shown this version.
-    pub seen: bool,
-    /// Time since it was stored.
-    pub age: Duration,
-}
-
-/// Decides from the (listed) watch cache — `None`: no such Secret; `Some(rv)`: it exists at
-/// `rv` — and the copy held, if any, whether a Secret must be created, read, or served from
-/// the copy.
-pub fn judge(cached: Option<Option<&str>>, copy: Option<CopyFacts<'_>>) -> Verdict {
-    match (cached, copy) {
-        (Some(rv), Some(c)) if rv.is_some() && rv == c.resource_version => Verdict::UseCopy { seen: true },
-        (Some(_), _) => Verdict::Read,
-        // Our own create or read the watch has not delivered yet.
-        (None, Some(c)) if !c.seen && c.age < IN_FLIGHT => Verdict::UseCopy { seen: false },
-        // Deleted since (or never shown and too old to trust).
-        (None, _) => Verdict::Absent,
-    }
-}
-
-struct Copy {
-    secret: Secret,
-    seen: bool,
-    at: Instant,
-}
-
-/// Copies of the cluster Secrets this manager created or read, keyed by namespace/name. Kept
-/// only for the three cluster Secret kinds (a few KiB per cluster), dropped when the cache
-/// shows the Secret gone or changed.
-#[derive(Default)]
-pub struct Copies(Mutex<HashMap<String, Copy>>);
-
 /// What a copy keeps of a Secret: its name, namespace and `resourceVersion`, and only the
 /// data keys this module reads (`tls.crt`/`tls.key` when both are there, else `crt`/`key`;
 /// the tokens' keys), so a thousand clusters' copies stay small.
-pub fn slim_copy(secret: &Secret) -> Secret {
-    let data = secret.data.as_ref();
-    let has = |k: &str| data.is_some_and(|d| d.contains_key(k));
+pub fn slim_copy(secret: Secret) -> Secret {
+    let Secret { metadata, data, .. } = secret;
+    let has = |k: &str| data.as_ref().is_some_and(|d| d.contains_key(k));
     let tls = has(consts::KEY_TLS_CRT) && has(consts::KEY_TLS_KEY);
     let wanted = |k: &str| match k {
         consts::KEY_TLS_CRT | consts::KEY_TLS_KEY => true,
@@ -132,89 +75,26 @@ pub fn slim_copy(secret: &Secret) -> Secret {
     };
     Secret {
         metadata: ObjectMeta {
-            name: secret.metadata.name.clone(),
-            namespace: secret.metadata.namespace.clone(),
-            resource_version: secret.metadata.resource_version.clone(),
+            name: metadata.name,
+            namespace: metadata.namespace,
+            resource_version: metadata.resource_version,
             ..Default::default()
         },
-        data: data.map(|d| {
-            d.iter()
-                .filter(|(k, _)| wanted(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+        data: data.map(|mut d| {
+            d.retain(|k, _| wanted(k));
+            d
         }),
         ..Default::default()
     }
 }
 
-impl Copies {
-    /// Stores a copy. `in_flight`: the cache did not show the Secret when it was obtained (this
-    /// manager just created it, or someone did an instant before), so the cache's silence about
-    /// it does not yet mean it is gone.
-    fn remember(&self, secret: &Secret, in_flight: bool) {
-        let key = format!(
-            "{}/{}",
-            secret.metadata.namespace.as_deref().unwrap_or_default(),
-            secret.metadata.name.as_deref().unwrap_or_default()
-        );
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(
-                key,
-                Copy {
-                    secret: slim_copy(secret),
-                    seen: !in_flight,
-                    at: Instant::now(),
-                },
-            );
-        }
-    }
-
-    /// The verdict for `ns/name`, updating the copy's bookkeeping.
-    fn verdict(&self, cache: &Store<PartialObjectMeta<Secret>>, ns: &str, name: &str) -> (Verdict, Option<Secret>) {
-        let cached = cache.get(&ObjectRef::new(name).within(ns));
-        let cached_rv = cached.as_ref().map(|m| m.metadata.resource_version.as_deref());
-        let key = format!("{ns}/{name}");
-        let Ok(mut m) = self.0.lock() else {
-            return (
-                if cached.is_some() {
-                    Verdict::Read
-                } else {
-                    Verdict::Absent
-                },
-                None,
-            );
-        };
-        let facts = m.get(&key).map(|c| CopyFacts {
-            resource_version: c.secret.metadata.resource_version.as_deref(),
-            seen: c.seen,
-            age: c.at.elapsed(),
-        });
-        let verdict = judge(cached_rv, facts);
-        match verdict {
-            Verdict::UseCopy { seen } => {
-                let c = m.get_mut(&key).map(|c| {
-                    c.seen |= seen;
-                    c.secret.clone()
-                });
-                (verdict, c)
-            }
-            Verdict::Absent | Verdict::Read => {
-                m.remove(&key);
-                (verdict, None)
-            }
-        }
-    }
-}
-
-/// Where the cluster Secrets are looked up: the API, the manager's metadata cache of every
-/// Secret (listed before any reconcile runs), and the copies.
+/// Where the cluster Secrets are looked up: the namespaced API (to create them) and the
+/// manager's Secret cache (listed before any reconcile runs; copies slimmed by [`slim_copy`]).
 pub struct Source<'a> {
     /// The namespaced Secret API.
     pub api: &'a Api<Secret>,
-    /// The metadata cache.
-    pub cache: &'a Store<PartialObjectMeta<Secret>>,
-    /// The copies.
-    pub copies: &'a Copies,
+    /// The cache.
+    pub cache: &'a SecretCache,
 }
 
 async fn get_or_create(
@@ -222,28 +102,21 @@ async fn get_or_create(
     cluster: &Cluster,
     name: &str,
     build: impl FnOnce() -> Result<Secret, Error>,
-) -> Result<(Secret, Origin), Error> {
+) -> Result<(Arc<Secret>, Origin), Error> {
     let ns = cluster.metadata.namespace.as_deref().unwrap_or_default();
-    let (verdict, copy) = src.copies.verdict(src.cache, ns, name);
-    let api = src.api;
-    let found = match (verdict, copy) {
-        (Verdict::UseCopy { .. }, Some(s)) => return Ok((s, Origin::Existing)),
-        (Verdict::Absent, _) => None,
-        _ => api.get_opt(name).await?,
-    };
-    // Read while the cache shows it: the cache's later silence about it means it was deleted.
-    let in_flight = found.is_none();
-    let (secret, origin) = match found {
-        Some(s) => (s, Origin::Existing),
-        None => match api.create(&PostParams::default(), &build()?).await {
-            Ok(s) => (s, Origin::Created),
-            // Created by someone else since the cache was written.
-            Err(kube::Error::Api(s)) if s.is_already_exists() => (api.get(name).await?, Origin::Existing),
-            Err(e) => return Err(e.into()),
-        },
-    };
-    src.copies.remember(&secret, in_flight);
-    Ok((secret, origin))
+    if let Some(s) = src.cache.get(ns, name).await? {
+        return Ok((s, Origin::Existing));
+    }
+    match src.api.create(&PostParams::default(), &build()?).await {
+        Ok(s) => Ok((src.cache.wrote(s, None, false), Origin::Created)),
+        // Created by someone else since the cache was written (e.g. another config of the
+        // cluster reconciled at the same moment): read it back; the watch may not show it yet.
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {
+            let found = src.api.get(name).await?;
+            Ok((src.cache.wrote(found, None, false), Origin::Existing))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn value(secret: &Secret, key: &str) -> Option<String> {
@@ -361,14 +234,6 @@ pub async fn ca(src: &Source<'_>, cluster: &Cluster) -> Result<Result<ClusterCa,
 mod tests {
     use super::*;
 
-    fn copy(rv: &str, seen: bool, age_s: u64) -> CopyFacts<'_> {
-        CopyFacts {
-            resource_version: Some(rv),
-            seen,
-            age: Duration::from_secs(age_s),
-        }
-    }
-
     #[test]
     fn a_copy_keeps_what_is_read_and_nothing_else() {
         let secret = |keys: &[&str]| Secret {
@@ -389,71 +254,24 @@ mod tests {
         };
         let keys = |s: &Secret| s.data.as_ref().unwrap().keys().cloned().collect::<Vec<_>>();
         // Ours: both pairs written; tls.* is what is read.
-        let ours = slim_copy(&secret(&["tls.crt", "tls.key", "crt", "key", "extra"]));
+        let ours = slim_copy(secret(&["tls.crt", "tls.key", "crt", "key", "extra"]));
         assert_eq!(keys(&ours), ["tls.crt", "tls.key"]);
         assert_eq!(ours.metadata.resource_version.as_deref(), Some("9"));
         assert_eq!(ours.metadata.name.as_deref(), Some("c-ca"));
         assert!(ours.metadata.labels.is_none());
         // Canonical's keys only, or an incomplete tls pair: the fallback pair stays.
-        assert_eq!(keys(&slim_copy(&secret(&["crt", "key"]))), ["crt", "key"]);
+        assert_eq!(keys(&slim_copy(secret(&["crt", "key"]))), ["crt", "key"]);
         assert_eq!(
-            keys(&slim_copy(&secret(&["tls.crt", "crt", "key"]))),
+            keys(&slim_copy(secret(&["tls.crt", "crt", "key"]))),
             ["crt", "key", "tls.crt"]
         );
         // The tokens.
-        assert_eq!(keys(&slim_copy(&secret(&["value", "other"]))), ["value"]);
-        assert_eq!(keys(&slim_copy(&secret(&["token"]))), ["token"]);
+        assert_eq!(keys(&slim_copy(secret(&["value", "other"]))), ["value"]);
+        assert_eq!(keys(&slim_copy(secret(&["token"]))), ["token"]);
         // What the readers see is unchanged.
         let full = secret(&["tls.crt", "tls.key", "crt", "key"]);
         for k in ["tls.crt", "tls.key"] {
-            assert_eq!(value(&slim_copy(&full), k), value(&full, k));
+            assert_eq!(value(&slim_copy(full.clone()), k), value(&full, k));
         }
-    }
-
-    #[test]
-    fn the_cache_vouches_for_a_copy_of_the_same_version() {
-        assert_eq!(
-            judge(Some(Some("7")), Some(copy("7", false, 0))),
-            Verdict::UseCopy { seen: true }
-        );
-        assert_eq!(
-            judge(Some(Some("7")), Some(copy("7", true, 3600))),
-            Verdict::UseCopy { seen: true }
-        );
-    }
-
-    #[test]
-    fn a_secret_in_another_version_or_without_a_copy_is_read() {
-        // Changed by a user (or the cache lags a change): read, never serve the old copy.
-        assert_eq!(judge(Some(Some("8")), Some(copy("7", true, 1))), Verdict::Read);
-        assert_eq!(judge(Some(Some("7")), Some(copy("8", false, 1))), Verdict::Read);
-        assert_eq!(judge(Some(Some("7")), None), Verdict::Read);
-        // A cache entry without a version vouches for nothing.
-        assert_eq!(
-            judge(
-                Some(None),
-                Some(CopyFacts {
-                    resource_version: None,
-                    seen: true,
-                    age: Duration::ZERO
-                })
-            ),
-            Verdict::Read
-        );
-    }
-
-    #[test]
-    fn our_own_create_is_served_until_the_watch_shows_it_but_not_after_a_delete() {
-        // Created (or read) a moment ago, the watch has not delivered it: the copy stands.
-        assert_eq!(judge(None, Some(copy("7", false, 2))), Verdict::UseCopy { seen: false });
-        // The watch showed it and now shows it gone: deleted, create it again.
-        assert_eq!(judge(None, Some(copy("7", true, 2))), Verdict::Absent);
-        // Never shown for longer than any watch lag: not trusted.
-        assert_eq!(
-            judge(None, Some(copy("7", false, IN_FLIGHT.as_secs()))),
-            Verdict::Absent
-        );
-        // Nothing anywhere: create.
-        assert_eq!(judge(None, None), Verdict::Absent);
     }
 }

@@ -1,11 +1,7 @@
 //! Read-through caches that spare the management API server a GET per reconcile.
 //!
 //! - [`SecretCache`]: the Secrets a reconcile reads by name (the cluster CA, the kubeconfig,
-//!   the auth token). A metadata-only watch of every Secret in scope knows each one's
-//!   `resourceVersion` (and, once listed, which ones do not exist). A full copy read or
-//!   written earlier is served while the watch shows the version it stands for; a changed
-//!   or unknown Secret is read again (one GET); a Secret the listed watch does not show is
-//!   absent, answered without a request.
+//!   the auth token), shared with the bootstrap manager ([`mk8s_runtime::secret_cache`]).
 //! - [`InfraMeta`]: the metadata of control plane infrastructure machines, whose kinds are
 //!   known only at runtime. The first read of a kind starts a metadata-only watch of that kind
 //!   (label `cluster.x-k8s.io/control-plane`); a machine the watch has not shown yet is read
@@ -13,16 +9,16 @@
 //!
 //! Both only ever serve what a watch has seen or what this process wrote: an answer can lag
 //! someone else's write by the watch latency, which every consumer tolerates (a stale
-//! `resourceVersion` makes a write conflict and the reconcile retry; a Secret that appears
-//! after an "absent" answer reaches the controller as a watch event and triggers a new
-//! reconcile; a stale label set makes an idempotent server-side apply).
+//! `resourceVersion` makes a write conflict and the reconcile retry; a stale label set makes
+//! an idempotent server-side apply).
+
+pub use mk8s_runtime::secret_cache::{SecretCache, SecretCacheFeed, secret_cache};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, PartialObjectMeta};
@@ -32,212 +28,6 @@ use kube::{Client, Resource};
 use tracing::warn;
 
 use crate::error::Result;
-
-/// A full Secret this process read or wrote, and the watched states at which it is current.
-#[derive(Clone, Debug)]
-pub struct SecretCopy {
-    /// The Secret as read, or as the server returned it from our write.
-    pub secret: Arc<Secret>,
-    /// Watched states at which `secret` is known to be current: its own version, plus for our
-    /// writes the states the watch shows until it catches up with the write (the version we
-    /// wrote over, or absence for a create).
-    pub stands_for: Vec<Option<String>>,
-}
-
-/// How a cache answers one read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// Serve the copy: the watch shows a state it stands for.
-    Copy,
-    /// The Secret does not exist: the watch has listed and does not show it.
-    Absent,
-    /// Read it from the API server.
-    Read,
-}
-
-/// Decides how to answer a read of one Secret from what the watch shows of it (its
-/// `resourceVersion`, `None` when it does not show it), whether the watch has completed its
-/// first list, and the copy held.
-pub fn answer(watched: Option<&str>, listed: bool, copy: Option<&SecretCopy>) -> Answer {
-    let want = watched.map(str::to_string);
-    match copy {
-        Some(c) if c.stands_for.contains(&want) => Answer::Copy,
-        _ if watched.is_none() && listed => Answer::Absent,
-        _ => Answer::Read,
-    }
-}
-
-type Key = (String, String);
-
-#[derive(Default)]
-struct Shared {
-    copies: Mutex<HashMap<Key, SecretCopy>>,
-    listed: AtomicBool,
-    reads: AtomicU64,
-}
-
-/// Secrets by name, served from copies the metadata watch vouches for.
-pub struct SecretCache {
-    client: Client,
-    watched: Store<PartialObjectMeta<Secret>>,
-    shared: Arc<Shared>,
-}
-
-/// The writing half of a [`SecretCache`], fed by the Secret watch.
-pub struct SecretCacheFeed {
-    writer: reflector::store::Writer<PartialObjectMeta<Secret>>,
-    shared: Arc<Shared>,
-}
-
-/// A cache and its feed.
-pub fn secret_cache(client: Client) -> (SecretCache, SecretCacheFeed) {
-    let writer = reflector::store::Writer::<PartialObjectMeta<Secret>>::default();
-    let shared = Arc::new(Shared::default());
-    (
-        SecretCache {
-            client,
-            watched: writer.as_reader(),
-            shared: shared.clone(),
-        },
-        SecretCacheFeed { writer, shared },
-    )
-}
-
-fn key_of(meta: &ObjectMeta) -> Key {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
-/// Keeps only what the cache and the event mapping read (name, namespace, version, labels,
-/// owners): managed fields and annotations can dwarf the rest.
-fn slim(o: &mut PartialObjectMeta<Secret>) {
-    o.metadata.managed_fields = None;
-    o.metadata.annotations = None;
-}
-
-impl SecretCacheFeed {
-    /// Follows the metadata watch of every Secret of `api` until the task is aborted, calling
-    /// `touched` with every Secret added, changed or deleted.
-    pub async fn run(
-        mut self,
-        api: Api<PartialObjectMeta<Secret>>,
-        mut touched: impl FnMut(&PartialObjectMeta<Secret>),
-    ) {
-        let cfg = watcher::Config::default().any_semantic();
-        let mut s = watcher(api, cfg).default_backoff().modify(slim).boxed();
-        while let Some(ev) = s.next().await {
-            match ev {
-                Ok(ev) => {
-                    self.apply(&ev);
-                    if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) = &ev {
-                        touched(o);
-                    }
-                }
-                Err(e) => warn!(watch = "secrets", error = %e, "watch failed; retrying"),
-            }
-        }
-    }
-
-    /// Applies one watch event: the store follows it, and the copy of a Secret that is gone
-    /// is dropped (deleted, or missing from a relist after the watch was interrupted).
-    fn apply(&mut self, ev: &watcher::Event<PartialObjectMeta<Secret>>) {
-        self.writer.apply_watcher_event(ev);
-        if matches!(ev, watcher::Event::InitDone) {
-            self.shared.listed.store(true, Ordering::Release);
-        }
-        let Ok(mut c) = self.shared.copies.lock() else { return };
-        match ev {
-            watcher::Event::Delete(o) => {
-                c.remove(&key_of(&o.metadata));
-            }
-            watcher::Event::InitDone => {
-                let store = self.writer.as_reader();
-                c.retain(|(ns, name), _| store.get(&ObjectRef::new(name).within(ns)).is_some());
-            }
-            _ => {}
-        }
-    }
-}
-
-impl SecretCache {
-    /// The Secret `namespace/name`, or `None` when it does not exist.
-    pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>> {
-        let key = (namespace.to_string(), name.to_string());
-        let watched = self.version(namespace, name);
-        let listed = self.shared.listed.load(Ordering::Acquire);
-        if let Ok(mut copies) = self.shared.copies.lock() {
-            match answer(watched.as_deref(), listed, copies.get(&key)) {
-                Answer::Copy => return Ok(copies.get(&key).map(|c| c.secret.clone())),
-                Answer::Absent => {
-                    // A copy read just before its deletion was seen is stale for good.
-                    copies.remove(&key);
-                    return Ok(None);
-                }
-                Answer::Read => {}
-            }
-        }
-        self.shared.reads.fetch_add(1, Ordering::Relaxed);
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let live = api.get_opt(name).await?.map(Arc::new);
-        if let Ok(mut c) = self.shared.copies.lock() {
-            match &live {
-                Some(s) => {
-                    let rv = s.metadata.resource_version.clone();
-                    c.insert(
-                        key,
-                        SecretCopy {
-                            secret: s.clone(),
-                            stands_for: vec![rv],
-                        },
-                    );
-                }
-                None => {
-                    c.remove(&key);
-                }
-            }
-        }
-        Ok(live)
-    }
-
-    /// Records a Secret as the API server returned it from this process's write, made over
-    /// the version `over` (`None`: created). Until the watch catches up, reads of it are
-    /// answered with this copy instead of a stale version or "absent". `also_absent` says the
-    /// watch may also show the Secret missing meanwhile (deleted and created again).
-    pub fn wrote(&self, secret: Secret, over: Option<String>, also_absent: bool) {
-        let key = key_of(&secret.metadata);
-        let mut stands_for = vec![secret.metadata.resource_version.clone(), over];
-        if also_absent {
-            stands_for.push(None);
-        }
-        if let Ok(mut c) = self.shared.copies.lock() {
-            c.insert(
-                key,
-                SecretCopy {
-                    secret: Arc::new(secret),
-                    stands_for,
-                },
-            );
-        }
-    }
-
-    fn version(&self, namespace: &str, name: &str) -> Option<String> {
-        self.watched
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|m| m.metadata.resource_version.clone())
-    }
-
-    /// Number of copies held (tests use it).
-    pub fn copies(&self) -> usize {
-        self.shared.copies.lock().map(|c| c.len()).unwrap_or_default()
-    }
-
-    /// Number of reads that went to the API server so far (tests use it).
-    pub fn live_reads(&self) -> u64 {
-        self.shared.reads.load(Ordering::Relaxed)
-    }
-}
 
 /// The label every control plane infrastructure machine we clone carries.
 const INFRA_SELECTOR: &str = mk8s_api::consts::LABEL_CONTROL_PLANE;
@@ -373,65 +163,5 @@ impl InfraMeta {
                 task.abort();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn copy(rv: &str, stands_for: &[Option<&str>]) -> SecretCopy {
-        let mut s = Secret::default();
-        s.metadata.resource_version = Some(rv.into());
-        SecretCopy {
-            secret: Arc::new(s),
-            stands_for: stands_for.iter().map(|v| v.map(str::to_string)).collect(),
-        }
-    }
-
-    #[test]
-    fn a_copy_is_served_only_at_a_version_it_stands_for() {
-        let read = copy("7", &[Some("7")]);
-        assert_eq!(answer(Some("7"), true, Some(&read)), Answer::Copy);
-        assert_eq!(answer(Some("7"), false, Some(&read)), Answer::Copy);
-        assert_eq!(
-            answer(Some("8"), true, Some(&read)),
-            Answer::Read,
-            "changed since the copy"
-        );
-        assert_eq!(answer(None, true, Some(&read)), Answer::Absent, "deleted since");
-        assert_eq!(answer(None, false, Some(&read)), Answer::Read, "not listed yet");
-    }
-
-    #[test]
-    fn our_writes_are_served_until_the_watch_catches_up() {
-        let created = copy("9", &[Some("9"), None]);
-        assert_eq!(answer(None, true, Some(&created)), Answer::Copy, "create not seen yet");
-        assert_eq!(answer(Some("9"), true, Some(&created)), Answer::Copy);
-        assert_eq!(
-            answer(Some("10"), true, Some(&created)),
-            Answer::Read,
-            "someone else wrote after us"
-        );
-        let patched = copy("9", &[Some("9"), Some("7")]);
-        assert_eq!(
-            answer(Some("7"), true, Some(&patched)),
-            Answer::Copy,
-            "patch not seen yet"
-        );
-        assert_eq!(
-            answer(None, true, Some(&patched)),
-            Answer::Absent,
-            "deleted after our patch"
-        );
-        assert_eq!(answer(Some("8"), true, Some(&patched)), Answer::Read);
-    }
-
-    #[test]
-    fn without_a_copy_the_listed_watch_decides_existence() {
-        assert_eq!(answer(None, true, None), Answer::Absent);
-        assert_eq!(answer(None, false, None), Answer::Read, "not listed: cannot tell");
-        assert_eq!(answer(Some("3"), true, None), Answer::Read);
-        assert_eq!(answer(Some("3"), false, None), Answer::Read);
     }
 }

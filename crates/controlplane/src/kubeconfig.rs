@@ -272,7 +272,9 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
             };
             let value = render(&ca, &server, now, i.validity)?;
             match secrets.create(&pp, &new_secret(i, &value)).await {
-                Ok(created) => i.secrets.wrote(created, None, false),
+                Ok(created) => {
+                    i.secrets.wrote(created, None, false);
+                }
                 // Someone created it meanwhile; look again on the next reconcile.
                 Err(e) if is_already_exists(&e) => return Err(Error::Conflict(format!("Secret {name} appeared"))),
                 Err(e) => return Err(e.into()),

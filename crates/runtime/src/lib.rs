@@ -1,5 +1,5 @@
 //! What both managers share: flags, logging, API clients, leader election, probes and
-//! metrics, per-object backoff and graceful shutdown.
+//! metrics, per-object backoff, the Secret cache and graceful shutdown.
 //!
 //! A manager's `main` parses its flags, then calls [`run`] with a closure that starts its
 //! controllers on the [`Runtime`] it is given.
@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod client;
 pub mod flags;
 pub mod metrics;
+pub mod secret_cache;
 pub mod server;
 pub mod slim;
 

@@ -758,104 +758,17 @@ async fn unreachable_workload_is_a_condition_not_a_hang() {
     ctl.stop().await;
 }
 
-/// The read-through caches: once the watch has listed, a Secret is served from the copy while
-/// the watch shows its version (no request: the live-read count stays put), read again once it
-/// changed, answered "absent" without a request when the watch does not show it, served from
-/// our own write before the watch catches up, and dropped when deleted; unlabelled Secrets are
-/// watched too and reach the controller's mapping. Infrastructure machines' metadata comes from
-/// their kind's watch once it has listed, unlabelled ones read live.
+/// Infrastructure machines' metadata comes from their kind's watch once it has listed,
+/// unlabelled ones are read live, and a listing filters. (The Secret cache it shares with the
+/// bootstrap manager is tested in `mk8s-runtime`.)
 #[tokio::test]
-async fn caches_serve_only_what_the_watch_vouches_for() {
-    use k8s_openapi::api::core::v1::Secret;
-    use mk8s_controlplane::cache::{InfraMeta, secret_cache};
-    use std::sync::Arc;
+async fn infrastructure_metadata_comes_from_the_watch() {
+    use mk8s_controlplane::cache::InfraMeta;
 
     let Some(plane) = plane().await else { return };
     let admin = plane.client().await;
     let ns = plane.namespace("cache").await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    let (cache, feed) = secret_cache(admin.clone());
-    let touched = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = touched.clone();
-    let watch = tokio::spawn(feed.run(Api::namespaced(admin.clone(), &ns), move |s| {
-        seen.lock().unwrap().push(s.metadata.name.clone().unwrap_or_default());
-    }));
-    let secret = |name: &str, labelled: bool, value: &str| -> Secret {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": if labelled { json!({"cluster.x-k8s.io/cluster-name": "c1"}) } else { json!({}) }},
-            "stringData": {"value": value},
-        }))
-        .unwrap()
-    };
-    let value = |s: &Secret| String::from_utf8(s.data.as_ref().unwrap()["value"].0.clone()).unwrap();
     let pp = PostParams::default();
-    secrets.create(&pp, &secret("labelled", true, "one")).await.unwrap();
-    secrets.create(&pp, &secret("unlabelled", false, "one")).await.unwrap();
-
-    // Once the watch shows them, both are served from their copies without a request.
-    for name in ["labelled", "unlabelled"] {
-        let first = wait_for_value(
-            || async {
-                let a = cache.get(&ns, name).await.unwrap()?;
-                let reads = cache.live_reads();
-                let b = cache.get(&ns, name).await.unwrap()?;
-                (Arc::ptr_eq(&a, &b) && cache.live_reads() == reads).then_some(b)
-            },
-            "the Secret served from its copy",
-        )
-        .await;
-        assert_eq!(value(&first), "one");
-        assert!(touched.lock().unwrap().contains(&name.to_string()));
-    }
-    assert_eq!(cache.copies(), 2);
-
-    // Absent: answered without a request once the watch has listed.
-    wait_for_value(
-        || async {
-            let reads = cache.live_reads();
-            let none = cache.get(&ns, "nothing").await.unwrap().is_none();
-            (none && cache.live_reads() == reads).then_some(())
-        },
-        "an absent Secret answered from the listed watch",
-    )
-    .await;
-
-    // Changed by someone else: read again once the watch shows the new version.
-    let patch = Patch::Merge(json!({"stringData": {"value": "two"}}));
-    secrets
-        .patch("unlabelled", &PatchParams::default(), &patch)
-        .await
-        .unwrap();
-    wait_for_value(
-        || async { (value(&*cache.get(&ns, "unlabelled").await.unwrap()?) == "two").then_some(()) },
-        "the changed Secret read again",
-    )
-    .await;
-
-    // Our own writes: served at once, before and after the watch shows them, with no read.
-    let reads = cache.live_reads();
-    let created = secrets.create(&pp, &secret("ours", true, "mine")).await.unwrap();
-    let rv = created.metadata.resource_version.clone();
-    cache.wrote(created, None, false);
-    let got = cache.get(&ns, "ours").await.unwrap().expect("our create is served");
-    assert_eq!(value(&got), "mine");
-    let patch = Patch::Merge(json!({"metadata": {"resourceVersion": rv}, "stringData": {"value": "again"}}));
-    let patched = secrets.patch("ours", &PatchParams::default(), &patch).await.unwrap();
-    cache.wrote(patched, rv, false);
-    assert_eq!(value(&cache.get(&ns, "ours").await.unwrap().unwrap()), "again");
-    assert_eq!(cache.live_reads(), reads, "our writes needed no read");
-
-    // Deleted: gone from the cache once the watch shows it, and absent without a request.
-    secrets.delete("labelled", &DeleteParams::default()).await.unwrap();
-    wait_for_value(
-        || async { (cache.copies() == 2).then_some(()) },
-        "the deleted Secret's copy dropped",
-    )
-    .await;
-    let reads = cache.live_reads();
-    assert!(cache.get(&ns, "labelled").await.unwrap().is_none());
-    assert_eq!(cache.live_reads(), reads);
-    watch.abort();
 
     // Infrastructure machines: labelled ones from the watch, others live; list filters.
     let ar = infra_ar("TestMachine");
