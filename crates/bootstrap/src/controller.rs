@@ -53,6 +53,8 @@ pub struct Context {
     /// Every Secret's metadata, and copies of the cluster Secrets (CA, join token, auth token)
     /// its watch vouches for.
     secrets: SecretCache,
+    /// Cluster Secrets being created (one create at a time per Secret).
+    creating: secrets::Creating,
     locks: Store<PartialObjectMeta<ConfigMap>>,
     /// Init locks already deleted (their watch event may lag the delete).
     released_locks: lock::Released,
@@ -169,6 +171,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         clusters: clusters.clone(),
         configs: configs.clone(),
         secrets,
+        creating: secrets::Creating::default(),
         locks: lock_store,
         released_locks: lock::Released::default(),
         machine_ar: machine_ar.clone(),
@@ -509,6 +512,7 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
     let source = secrets::Source {
         api: &secrets_api,
         cache: &ctx.secrets,
+        creating: &ctx.creating,
     };
     let invalid = |message: String| -> Generated {
         (
