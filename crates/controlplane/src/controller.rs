@@ -54,28 +54,68 @@ struct Pending {
     since: Instant,
 }
 
-/// The status this manager last wrote for a control plane, and the `resourceVersion` it was
-/// computed from.
+/// The status this manager last wrote for a control plane, and the versions of the object it
+/// supersedes.
 #[derive(Clone, Debug)]
 pub struct Written {
-    /// The object's `resourceVersion` the status was computed from.
-    pub from: String,
+    /// Versions whose status this write supersedes: the one it was computed from and, while our
+    /// writes follow each other faster than the watch delivers them, the versions our earlier
+    /// writes in the chain were computed from or produced (most recent first, at most
+    /// [`Written::KEPT`]).
+    pub superseded: Vec<String>,
+    /// The version the write produced.
+    pub produced: Option<String>,
     /// The status written.
     pub status: MicroK8sControlPlaneStatus,
 }
 
+impl Written {
+    /// How many superseded versions are remembered: more than our writes in any burst.
+    pub const KEPT: usize = 8;
+
+    /// The record of a write of `status` computed from version `from` that produced version
+    /// `produced`, after the previous record `prev`. When `from` is a version `prev` superseded
+    /// or produced, the watch is behind our writes, so the earlier ones' versions are
+    /// superseded too: seeing the version our previous write produced (its status older than
+    /// this one's) must not make a reconcile write this status again.
+    pub fn next(
+        prev: Option<&Written>,
+        from: String,
+        produced: Option<String>,
+        status: MicroK8sControlPlaneStatus,
+    ) -> Written {
+        let mut superseded = vec![from];
+        if let Some(p) =
+            prev.filter(|p| p.superseded.contains(&superseded[0]) || p.produced == Some(superseded[0].clone()))
+        {
+            for v in p.produced.iter().chain(&p.superseded) {
+                if !superseded.contains(v) {
+                    superseded.push(v.clone());
+                }
+            }
+        }
+        superseded.truncate(Self::KEPT);
+        Written {
+            superseded,
+            produced,
+            status,
+        }
+    }
+}
+
 /// The status a reconcile starts from. The control plane handed to a reconcile comes from the
-/// watch cache, which can lag this manager's own status write by seconds on a busy API server;
-/// while it still shows the very version the last write was computed from, that write is the
-/// truth (else a second reconcile would report `Initialized` twice, or undo and redo a
-/// condition). Any other version — the write arrived, or someone else wrote — is taken as is.
+/// watch cache, which can lag this manager's own status writes by seconds on a busy API server;
+/// while it still shows a version our last write superseded, that write is the truth (else a
+/// second reconcile would report `Initialized` twice, undo and redo a condition, or write the
+/// same status again). Any other version — the write arrived, or someone else wrote — is taken
+/// as is.
 pub fn effective_status(
     resource_version: Option<&str>,
     stored: Option<&MicroK8sControlPlaneStatus>,
     written: Option<&Written>,
 ) -> Option<MicroK8sControlPlaneStatus> {
-    match written {
-        Some(w) if resource_version == Some(w.from.as_str()) => Some(w.status.clone()),
+    match (written, resource_version) {
+        (Some(w), Some(rv)) if w.superseded.iter().any(|v| v == rv) => Some(w.status.clone()),
         _ => stored.cloned(),
     }
 }
@@ -511,10 +551,7 @@ mod tests {
             initialized: true,
             ..Default::default()
         };
-        let w = Written {
-            from: "10".into(),
-            status: ours.clone(),
-        };
+        let w = Written::next(None, "10".into(), Some("11".into()), ours.clone());
         assert_eq!(
             effective_status(Some("10"), Some(&stored), Some(&w)),
             Some(ours),
@@ -527,6 +564,51 @@ mod tests {
         );
         assert_eq!(effective_status(Some("10"), Some(&stored), None), Some(stored.clone()));
         assert_eq!(effective_status(None, None, Some(&w)), None);
+    }
+
+    #[test]
+    fn writes_faster_than_the_watch_supersede_each_other() {
+        let status = |replicas: i32| MicroK8sControlPlaneStatus {
+            replicas: Some(replicas),
+            ..Default::default()
+        };
+        // Two writes computed from version 10 (the watch had not shown the first): 10 -> 11 -> 12.
+        let first = Written::next(None, "10".into(), Some("11".into()), status(1));
+        let second = Written::next(Some(&first), "10".into(), Some("12".into()), status(2));
+        // The watch now shows 11, the first write's result: the second write is still the truth.
+        assert_eq!(
+            effective_status(Some("11"), Some(&status(1)), Some(&second)),
+            Some(status(2))
+        );
+        assert_eq!(
+            effective_status(Some("10"), Some(&status(0)), Some(&second)),
+            Some(status(2))
+        );
+        assert_eq!(
+            effective_status(Some("12"), Some(&status(2)), Some(&second)),
+            Some(status(2))
+        );
+        // Computed from our previous write's result: the chain goes on.
+        let third = Written::next(Some(&second), "12".into(), Some("13".into()), status(3));
+        assert_eq!(third.superseded, ["12", "10", "11"]);
+        assert_eq!(
+            effective_status(Some("11"), Some(&status(1)), Some(&third)),
+            Some(status(3))
+        );
+        // Computed from someone else's version: the chain starts again.
+        let foreign = Written::next(Some(&third), "20".into(), Some("21".into()), status(4));
+        assert_eq!(foreign.superseded, ["20"]);
+        assert_eq!(
+            effective_status(Some("13"), Some(&status(3)), Some(&foreign)),
+            Some(status(3))
+        );
+        // Bounded.
+        let mut w = Written::next(None, "0".into(), Some("1".into()), status(0));
+        for i in 1..50 {
+            w = Written::next(Some(&w), i.to_string(), Some((i + 1).to_string()), status(i));
+        }
+        assert_eq!(w.superseded.len(), Written::KEPT);
+        assert_eq!(w.superseded[0], "49");
     }
 
     #[test]

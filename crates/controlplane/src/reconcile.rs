@@ -155,7 +155,8 @@ impl<'a> Rec<'a> {
             "kind": MicroK8sControlPlane::kind(&()),
             "status": st,
         });
-        self.api
+        let patched = self
+            .api
             .patch_status(
                 &self.name,
                 &PatchParams::apply(names::FIELD_MANAGER).force(),
@@ -163,7 +164,8 @@ impl<'a> Rec<'a> {
             )
             .await?;
         if let (Some(from), Ok(mut w)) = (self.mcp.metadata.resource_version.clone(), self.ctx.written.lock()) {
-            w.insert(self.key.clone(), crate::controller::Written { from, status: st });
+            let next = crate::controller::Written::next(w.get(&self.key), from, patched.metadata.resource_version, st);
+            w.insert(self.key.clone(), next);
         }
         Ok(())
     }
