@@ -1,8 +1,10 @@
 //! API requests per identity from the management apiserver's audit log (JSON lines, Metadata
 //! level, stage `RequestReceived` omitted: a request is counted once, at its first stage —
-//! `ResponseStarted` for watches, `ResponseComplete` otherwise).
+//! `ResponseStarted` for watches, `ResponseComplete` otherwise). Status writes of our kinds are
+//! logged with their bodies, so a write identical to the previous one of the same object by the
+//! same identity (a needless write) is counted too.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead as _;
 use std::path::Path;
 
@@ -24,6 +26,9 @@ pub struct Counts {
     pub verbs: BTreeMap<String, u64>,
     /// By `verb resource[/subresource]`.
     pub by_resource: BTreeMap<String, u64>,
+    /// Status writes whose body equals the previous status write of the same object by the same
+    /// identity (only for the kinds the audit policy logs with bodies).
+    pub repeated_status_writes: u64,
 }
 
 /// The identity of a request: our managers by ServiceAccount, the admin's clients by user
@@ -56,6 +61,7 @@ pub fn count(log: &Path, from: f64, to: f64) -> BTreeMap<String, Counts> {
         return out;
     };
     let mut seen: HashSet<String> = HashSet::new();
+    let mut last_status: HashMap<String, serde_json::Value> = HashMap::new();
     for line in std::io::BufReader::with_capacity(1 << 20, f).lines() {
         let Ok(line) = line else { break };
         let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -80,8 +86,20 @@ pub fn count(log: &Path, from: f64, to: f64) -> BTreeMap<String, Counts> {
         if let Some(sub) = ev["objectRef"]["subresource"].as_str() {
             resource = format!("{resource}/{sub}");
         }
+        let repeated = match ev.get("requestObject") {
+            Some(body) if resource.ends_with("/status") => {
+                let key = format!(
+                    "{who} {resource} {}/{}",
+                    ev["objectRef"]["namespace"].as_str().unwrap_or_default(),
+                    ev["objectRef"]["name"].as_str().unwrap_or_default()
+                );
+                last_status.insert(key, body.clone()).as_ref() == Some(body)
+            }
+            _ => false,
+        };
         let c = out.entry(who).or_default();
         c.total += 1;
+        c.repeated_status_writes += u64::from(repeated);
         *c.verbs.entry(verb.clone()).or_default() += 1;
         *c.by_resource.entry(format!("{verb} {resource}")).or_default() += 1;
     }
@@ -92,6 +110,40 @@ pub fn count(log: &Path, from: f64, to: f64) -> BTreeMap<String, Counts> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn repeated_status_writes_are_counted_per_object_and_identity() {
+        let dir = std::env::temp_dir().join(format!("mk8s-audit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("audit.log");
+        let line = |id: &str, user: &str, name: &str, body: serde_json::Value| {
+            serde_json::json!({
+                "auditID": id, "stage": "ResponseComplete", "verb": "patch",
+                "requestReceivedTimestamp": "2026-12-07T04:30:15.000000Z",
+                "user": {"username": user}, "userAgent": "x",
+                "objectRef": {"resource": "microk8scontrolplanes", "subresource": "status", "namespace": "ns", "name": name},
+                "requestObject": body,
+            })
+            .to_string()
+        };
+        let a = serde_json::json!({"status": {"ready": false}});
+        let b = serde_json::json!({"status": {"ready": true}});
+        let lines = [
+            line("1", CONTROL_PLANE_USER, "c1", a.clone()),
+            line("2", CONTROL_PLANE_USER, "c1", a.clone()), // repeated
+            line("3", CONTROL_PLANE_USER, "c2", a.clone()), // another object
+            line("4", CONTROL_PLANE_USER, "c1", b.clone()),
+            line("5", CONTROL_PLANE_USER, "c1", a.clone()), // changed back: a real write
+            line("5", CONTROL_PLANE_USER, "c1", a.clone()), // the same request at another stage
+            line("6", "admin", "c1", a.clone()),            // another identity
+        ];
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let counts = count(&log, 0.0, f64::MAX);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(counts["mk8s-controlplane"].total, 5);
+        assert_eq!(counts["mk8s-controlplane"].repeated_status_writes, 1);
+        assert_eq!(counts["admin (x)"].repeated_status_writes, 0);
+    }
 
     #[test]
     fn identities() {

@@ -93,7 +93,8 @@ pub struct BenchEnv {
     pub keep: bool,
 }
 
-/// The audit policy: every request at Metadata level, once (when complete), except the
+/// The audit policy: every request at Metadata level (status writes of our kinds with their
+/// bodies, to count repeated ones), once (when complete), except the
 /// plane's own components.
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -103,6 +104,13 @@ rules:
   users: ["system:kube-controller-manager", "system:apiserver"]
 - level: None
   userGroups: ["system:nodes"]
+- level: Request
+  verbs: ["patch", "update"]
+  resources:
+  - group: controlplane.cluster.x-k8s.io
+    resources: ["microk8scontrolplanes/status"]
+  - group: bootstrap.cluster.x-k8s.io
+    resources: ["microk8sconfigs/status"]
 - level: Metadata
 "#;
 

@@ -572,9 +572,10 @@ fn report(r: &Value) -> String {
                 miss,
             );
             t.push_str(&format!(
-                "| {title} at {n} clusters: {role} API requests per machine (idle: per minute) | {:.1} ({:.1}/min) | 1 | {theirs} | {ratio} |\n",
+                "| {title} at {n} clusters: {role} API requests per machine (idle: per minute; status writes repeating the previous one) | {:.1} ({:.1}/min; {} repeated) | 1 | {theirs} | {ratio} |\n",
                 s["requests_per_machine"][who].as_f64().unwrap_or(0.0),
                 s["requests_idle_per_min"][who].as_f64().unwrap_or(0.0),
+                s["requests_provisioning"][who]["repeated_status_writes"].as_u64().unwrap_or(0),
             ));
         }
         let (theirs, ratio) = theirs_cells(
