@@ -13,6 +13,9 @@ pub enum Error {
     /// Serializing an object failed.
     #[error("serialization: {0}")]
     Json(#[from] serde_json::Error),
+    /// Work moved off the async workers (key generation) panicked or was cancelled.
+    #[error("background task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl Error {
@@ -24,6 +27,7 @@ impl Error {
             Error::Kube(_) => "transport",
             Error::Pki(_) => "pki",
             Error::Json(_) => "serialization",
+            Error::Task(_) => "task",
         }
     }
 

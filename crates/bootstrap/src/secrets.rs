@@ -141,11 +141,11 @@ pub struct Source<'a> {
     pub creating: &'a Creating,
 }
 
-async fn get_or_create(
+async fn get_or_create<F: Future<Output = Result<Secret, Error>>>(
     src: &Source<'_>,
     cluster: &Cluster,
     name: &str,
-    build: impl FnOnce() -> Result<Secret, Error>,
+    build: impl FnOnce() -> F,
 ) -> Result<(Arc<Secret>, Origin), Error> {
     let ns = cluster.metadata.namespace.as_deref().unwrap_or_default();
     if let Some(s) = src.cache.get(ns, name).await? {
@@ -166,12 +166,12 @@ async fn get_or_create(
     result
 }
 
-async fn create(
+async fn create<F: Future<Output = Result<Secret, Error>>>(
     src: &Source<'_>,
     name: &str,
-    build: impl FnOnce() -> Result<Secret, Error>,
+    build: impl FnOnce() -> F,
 ) -> Result<(Arc<Secret>, Origin), Error> {
-    match src.api.create(&PostParams::default(), &build()?).await {
+    match src.api.create(&PostParams::default(), &build().await?).await {
         Ok(s) => Ok((src.cache.wrote(s, None, false), Origin::Created)),
         // Created by someone else since the cache was written (a user, another manager): read
         // it back; the watch may not show it yet.
@@ -205,9 +205,10 @@ fn typed_secret(meta: ObjectMeta, data: BTreeMap<String, String>) -> Secret {
 pub async fn auth_token(src: &Source<'_>, cluster: &Cluster) -> Result<Result<String, Unusable>, Error> {
     let cname = cluster.metadata.name.as_deref().unwrap_or_default();
     let name = consts::auth_token_secret(cname);
-    let (secret, _) = get_or_create(src, cluster, &name, || {
+    let meta = cluster_secret_meta(cluster, name.clone());
+    let (secret, _) = get_or_create(src, cluster, &name, || async {
         Ok(typed_secret(
-            cluster_secret_meta(cluster, name.clone()),
+            meta,
             BTreeMap::from([(consts::KEY_AUTH_TOKEN.to_string(), mk8s_pki::auth_token())]),
         ))
     })
@@ -227,9 +228,10 @@ pub async fn auth_token(src: &Source<'_>, cluster: &Cluster) -> Result<Result<St
 pub async fn join_token(src: &Source<'_>, cluster: &Cluster) -> Result<Result<String, Unusable>, Error> {
     let cname = cluster.metadata.name.as_deref().unwrap_or_default();
     let name = consts::join_token_secret(cname);
-    let (secret, _) = get_or_create(src, cluster, &name, || {
+    let meta = cluster_secret_meta(cluster, name.clone());
+    let (secret, _) = get_or_create(src, cluster, &name, || async {
         Ok(typed_secret(
-            cluster_secret_meta(cluster, name.clone()),
+            meta,
             BTreeMap::from([(consts::KEY_JOIN_TOKEN.to_string(), mk8s_pki::join_token())]),
         ))
     })
@@ -261,10 +263,14 @@ pub struct ClusterCa {
 pub async fn ca(src: &Source<'_>, cluster: &Cluster) -> Result<Result<ClusterCa, Unusable>, Error> {
     let cname = cluster.metadata.name.as_deref().unwrap_or_default();
     let name = consts::ca_secret(cname);
-    let (secret, origin) = get_or_create(src, cluster, &name, || {
-        let ca = mk8s_pki::generate_ca(CA_COMMON_NAME, SystemTime::now())?;
+    let meta = cluster_secret_meta(cluster, name.clone());
+    let (secret, origin) = get_or_create(src, cluster, &name, || async {
+        // RSA-2048 key generation takes tens of milliseconds of CPU (most of this manager's CPU
+        // at a thousand clusters): off the async workers, which serve every other reconcile,
+        // the watches and the leader lease.
+        let ca = tokio::task::spawn_blocking(|| mk8s_pki::generate_ca(CA_COMMON_NAME, SystemTime::now())).await??;
         Ok(typed_secret(
-            cluster_secret_meta(cluster, name.clone()),
+            meta,
             BTreeMap::from([
                 (consts::KEY_TLS_CRT.to_string(), ca.cert_pem.clone()),
                 (consts::KEY_TLS_KEY.to_string(), ca.key_pem.clone()),
