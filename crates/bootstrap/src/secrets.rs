@@ -118,14 +118,10 @@ impl Creating {
         }
     }
 
-    /// Number of Secrets being created (tests use it).
-    pub fn len(&self) -> usize {
+    /// Number of Secrets with a turn outstanding.
+    #[cfg(test)]
+    fn outstanding(&self) -> usize {
         self.0.lock().map(|m| m.len()).unwrap_or_default()
-    }
-
-    /// Whether no Secret is being created.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -319,11 +315,11 @@ mod tests {
         drop(held);
         // The first finishing while the second still waits keeps the turn for it...
         creating.release(&key("c-jointoken"), first);
-        assert_eq!(creating.len(), 2);
+        assert_eq!(creating.outstanding(), 2);
         // ...and the last one forgets it.
         creating.release(&key("c-jointoken"), second);
         creating.release(&key("c-ca"), other);
-        assert!(creating.is_empty());
+        assert_eq!(creating.outstanding(), 0);
     }
 
     #[test]

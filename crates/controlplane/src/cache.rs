@@ -1,7 +1,7 @@
 //! Read-through caches that spare the management API server a GET per reconcile.
 //!
-//! - [`SecretCache`]: the Secrets a reconcile reads by name (the cluster CA, the kubeconfig,
-//!   the auth token), shared with the bootstrap manager ([`mk8s_runtime::secret_cache`]).
+//! - The Secrets a reconcile reads by name (the cluster CA, the kubeconfig, the auth token) come
+//!   from [`mk8s_runtime::secret_cache::SecretCache`], shared with the bootstrap manager.
 //! - [`InfraMeta`]: the metadata of control plane infrastructure machines, whose kinds are
 //!   known only at runtime. The first read of a kind starts a metadata-only watch of that kind
 //!   (label `cluster.x-k8s.io/control-plane`); a machine the watch has not shown yet is read
@@ -11,8 +11,6 @@
 //! someone else's write by the watch latency, which every consumer tolerates (a stale
 //! `resourceVersion` makes a write conflict and the reconcile retry; a stale label set makes
 //! an idempotent server-side apply).
-
-pub use mk8s_runtime::secret_cache::{SecretCache, SecretCacheFeed, secret_cache};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

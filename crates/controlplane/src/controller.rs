@@ -27,7 +27,7 @@ use mk8s_api::{MicroK8sConfig, MicroK8sControlPlane, MicroK8sControlPlaneStatus}
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use tracing::{debug, info, warn};
 
-use crate::cache::{self, InfraMeta, SecretCache};
+use crate::cache::InfraMeta;
 use crate::config::ControllerConfig;
 use crate::error::Error;
 use crate::events::Events;
@@ -36,6 +36,7 @@ use crate::machines::CpMachine;
 use crate::metrics::CpMetrics;
 use crate::names;
 use crate::workload::Workloads;
+use mk8s_runtime::secret_cache::{SecretCache, secret_cache};
 
 /// What a reconcile expects to see in the Machine store before it decides again (the store
 /// lags the writes that made it).
@@ -84,10 +85,9 @@ impl Written {
         produced: Option<String>,
         status: MicroK8sControlPlaneStatus,
     ) -> Written {
+        let chained = prev.filter(|p| p.superseded.contains(&from) || p.produced.as_ref() == Some(&from));
         let mut superseded = vec![from];
-        if let Some(p) =
-            prev.filter(|p| p.superseded.contains(&superseded[0]) || p.produced == Some(superseded[0].clone()))
-        {
+        if let Some(p) = chained {
             for v in p.produced.iter().chain(&p.superseded) {
                 if !superseded.contains(v) {
                     superseded.push(v.clone());
@@ -421,7 +421,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
     ));
     // Secrets: metadata only, all of them (the cache must know which do not exist); feeds the
     // Secret cache. Unlabelled ones reach their control plane by name (a user-made CA).
-    let (secrets, secret_feed) = cache::secret_cache(client.clone());
+    let (secrets, secret_feed) = secret_cache(client.clone());
     {
         let clusters = clusters.clone();
         let cluster_ar = cluster_ar.clone();

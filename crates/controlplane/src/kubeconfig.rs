@@ -173,7 +173,7 @@ pub struct Inputs<'a> {
     /// Client of the management cluster.
     pub client: &'a kube::Client,
     /// Where the CA and kubeconfig Secrets are read.
-    pub secrets: &'a crate::cache::SecretCache,
+    pub secrets: &'a mk8s_runtime::secret_cache::SecretCache,
     /// Namespace.
     pub namespace: &'a str,
     /// Cluster name.
