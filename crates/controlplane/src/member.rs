@@ -168,10 +168,7 @@ fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
                 agent: host_port(&s.internal_ips[0], survivor_agent),
             })
         }
-        None if !others => HookNext::Release(format!(
-            "machine {} is the last control plane machine: no dqlite member to remove",
-            m.name
-        )),
+        None if !others => last_machine(m),
         None => HookNext::Wait(
             None,
             format!(
@@ -180,6 +177,23 @@ fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
             ),
         ),
     }
+}
+
+fn last_machine(m: &MachineView) -> HookNext {
+    HookNext::Release(format!(
+        "machine {} is the last control plane machine: no dqlite member to remove",
+        m.name
+    ))
+}
+
+/// What can be decided for a deleting Machine waiting for the hook while the workload cluster
+/// cannot be observed (unreachable, or its API server never came up): only that the last
+/// control plane machine has no member to remove from anyone — so a control plane whose only
+/// machine is deleted before it initializes gets a new one. `None`: wait for the workload
+/// cluster (a removal is under way, or other members may need this one removed).
+pub fn hook_next_unobserved(cp: &ControlPlane, m: &MachineView) -> Option<HookNext> {
+    let others = cp.machines.iter().any(|o| o.name != m.name && !o.deleting);
+    (m.waiting_for_hook && m.removal.is_none() && !others).then(|| last_machine(m))
 }
 
 #[cfg(test)]
@@ -270,6 +284,39 @@ mod tests {
             hook_next(&cp, &never, PodPhase::Missing, limits()),
             HookNext::Release(_)
         ));
+    }
+
+    #[test]
+    fn without_the_workload_cluster_only_the_last_machine_is_released() {
+        let mut victim = healthy("c", 3, "v1.33.0");
+        victim.deleting = true;
+        let mut alone = cp(1, "v1.33.0", vec![victim.clone()]);
+        assert_eq!(hook_next_unobserved(&alone, &victim), None, "not drained yet");
+        victim.waiting_for_hook = true;
+        alone.machines[0].waiting_for_hook = true;
+        assert!(matches!(
+            hook_next_unobserved(&alone, &victim),
+            Some(HookNext::Release(why)) if why.contains("last control plane machine")
+        ));
+        // Another deleting machine is no survivor either.
+        let mut other = healthy("d", 4, "v1.33.0");
+        other.deleting = true;
+        let both = cp(1, "v1.33.0", vec![victim.clone(), other]);
+        assert!(hook_next_unobserved(&both, &victim).is_some());
+        // A live machine may still hold this one as a member: wait for the workload cluster.
+        let pair = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
+        assert_eq!(hook_next_unobserved(&pair, &victim), None);
+        // A removal under way is followed through the workload cluster.
+        victim.removal = Some(RemovalState {
+            pod: "p".into(),
+            node: "a".into(),
+            endpoint: "10.0.0.3:2379".into(),
+            agent: "10.0.0.1:30000".into(),
+            since: Timestamp::from_second(100_000 - 10).unwrap(),
+            failures: 0,
+            message: None,
+        });
+        assert_eq!(hook_next_unobserved(&alone, &victim), None);
     }
 
     #[test]

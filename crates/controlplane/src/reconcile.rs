@@ -665,25 +665,28 @@ impl<'a> Rec<'a> {
         cluster: &str,
     ) -> Result<(Option<String>, Option<Duration>)> {
         let pod = m.removal.as_ref().map(|s| s.pod.as_str());
-        let phase = match Self::pod_phase(w, pod) {
-            Some(p) => p,
-            None if !m.waiting_for_hook && m.removal.is_none() => PodPhase::Missing,
-            None => {
-                return Ok((
-                    Some(format!(
-                        "waiting for the workload cluster to remove machine {}'s dqlite member",
-                        m.name
-                    )),
-                    Some(Duration::from_secs(10)),
-                ));
-            }
-        };
         let limits = self.limits();
+        let next = match Self::pod_phase(w, pod) {
+            Some(p) => member::hook_next(cp, m, p, limits),
+            None if !m.waiting_for_hook && m.removal.is_none() => member::hook_next(cp, m, PodPhase::Missing, limits),
+            None => match member::hook_next_unobserved(cp, m) {
+                Some(next) => next,
+                None => {
+                    return Ok((
+                        Some(format!(
+                            "waiting for the workload cluster to remove machine {}'s dqlite member",
+                            m.name
+                        )),
+                        Some(Duration::from_secs(10)),
+                    ));
+                }
+            },
+        };
         let release = json!({"metadata": {"annotations": {
             names::ANNOTATION_PRE_TERMINATE_HOOK: null,
             names::ANNOTATION_MEMBER_REMOVAL: null,
         }}});
-        match member::hook_next(cp, m, phase, limits) {
+        match next {
             HookNext::Wait(d, msg) => Ok((Some(msg), d)),
             HookNext::Release(why) => {
                 self.patch_machine(&m.name, release).await?;

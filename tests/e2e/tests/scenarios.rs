@@ -698,3 +698,201 @@ async fn s6_cluster_class() {
     .await;
     assert_quorum_kept(env, &ns, "topo");
 }
+
+/// A condition of a worker's (or any) MicroK8sConfig as (status, reason, message).
+async fn config_condition(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let cfg = cluster::dynamic(client, ns, "bootstrap.cluster.x-k8s.io/v1beta1", "MicroK8sConfig")
+        .get(name)
+        .await
+        .ok()?;
+    cfg.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// The InternalIP of a Machine, once its infrastructure reported one.
+fn internal_ip(m: &mk8s_api::capi::Machine) -> Option<String> {
+    m.status
+        .as_ref()?
+        .addresses
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+}
+
+/// 10. A stranded worker: the initializing control plane machine is deleted before it
+///     initializes, after a worker's bootstrap data was rendered to join through it. The
+///     worker's config says so (`JoinTargetsAvailable=False`, reason `JoinTargetsGone`, one
+///     Warning Event) and keeps saying so while the control plane initializes on a new
+///     machine at another address; deleting the worker Machine, as the message tells the
+///     user, brings the cluster to Available with a worker that joined the new control plane.
+#[tokio::test]
+async fn s10_stranded_worker() {
+    let Some((env, client, ns)) = setup("s10").await else {
+        return;
+    };
+    const NAME: &str = "strand";
+    let infra = "infrastructure.cluster.x-k8s.io/v1alpha1";
+    let mut objs = Shape::new(NAME, 1, 1).objects();
+    // The control plane machine gets its address at once but installs MicroK8s for ten
+    // minutes (it never initializes within the test); the worker's VM boots only after ten
+    // minutes, so its node never tries the join it was rendered for.
+    for o in objs.iter_mut().filter(|o| o["kind"] == "SimMachineTemplate") {
+        let delay = if o["metadata"]["name"] == json!(format!("{NAME}-control-plane")) {
+            "installDelaySeconds"
+        } else {
+            "bootDelaySeconds"
+        };
+        o["spec"]["template"]["spec"][delay] = json!(600);
+    }
+    cluster::apply(&client, &ns, &objs).await;
+
+    let (first_cp, cp_ip, worker, worker_cfg) = mk8s_e2e::eventually(
+        CONVERGE,
+        "a worker's data rendered to join the first control plane",
+        || async {
+            let ms = cluster::machines(&client, &ns, NAME).await;
+            let cp = ms
+                .iter()
+                .find(|m| m.is_control_plane())
+                .ok_or("no control plane machine")?;
+            let ip = internal_ip(cp).ok_or("control plane machine has no address yet")?;
+            let w = ms.iter().find(|m| !m.is_control_plane()).ok_or("no worker machine")?;
+            let bootstrap = &w.spec.bootstrap;
+            bootstrap
+                .data_secret_name
+                .as_ref()
+                .ok_or("worker data not written yet")?;
+            let cfg = bootstrap
+                .config_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .ok_or("worker has no config")?;
+            Ok::<_, String>((
+                cp.metadata.name.clone().unwrap(),
+                ip,
+                w.metadata.name.clone().unwrap(),
+                cfg,
+            ))
+        },
+    )
+    .await;
+    let recorded = cluster::dynamic(&client, &ns, "bootstrap.cluster.x-k8s.io/v1beta1", "MicroK8sConfig")
+        .get(&worker_cfg)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("bootstrap.cluster.x-k8s.io/microk8s-join-addresses")
+        .cloned();
+    assert_eq!(
+        recorded.as_deref(),
+        Some(cp_ip.as_str()),
+        "the worker joins through the first control plane"
+    );
+    assert_eq!(
+        config_condition(&client, &ns, &worker_cfg, "JoinTargetsAvailable").await,
+        None,
+        "nothing said while nothing is wrong"
+    );
+
+    // The replacement installs at once (the template is read when a machine is created).
+    cluster::dynamic(&client, &ns, infra, "SimMachineTemplate")
+        .patch(
+            &format!("{NAME}-control-plane"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"template": {"spec": {"installDelaySeconds": null}}}})),
+        )
+        .await
+        .unwrap();
+    cluster::dynamic(&client, &ns, CAPI, "Machine")
+        .delete(&first_cp, &Default::default())
+        .await
+        .unwrap();
+
+    mk8s_e2e::eventually(CONVERGE, "the worker's config says its join target is gone", || async {
+        match config_condition(&client, &ns, &worker_cfg, "JoinTargetsAvailable").await {
+            Some((s, r, m)) if s == "False" && r == "JoinTargetsGone" && m.contains(&cp_ip) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (_, _, ready_message) = config_condition(&client, &ns, &worker_cfg, "Ready").await.unwrap();
+    assert!(ready_message.contains("Delete this Machine"), "{ready_message}");
+
+    // The control plane initializes again on a new machine, at another address; the worker's
+    // data still joins through the old one, so it stays stranded (nothing re-renders it).
+    let new_ip = mk8s_e2e::eventually(CONVERGE, "a new control plane machine initialized", || async {
+        let ms = cluster::machines(&client, &ns, NAME).await;
+        let cp = ms
+            .iter()
+            .find(|m| m.is_control_plane() && m.metadata.name.as_deref() != Some(first_cp.as_str()))
+            .ok_or("no replacement yet")?;
+        cp.node_name().ok_or("replacement has no node yet")?;
+        internal_ip(cp).ok_or_else(|| "replacement has no address".to_string())
+    })
+    .await;
+    assert_ne!(new_ip, cp_ip);
+    let (s, r, _) = config_condition(&client, &ns, &worker_cfg, "JoinTargetsAvailable")
+        .await
+        .unwrap();
+    assert_eq!((s.as_str(), r.as_str()), ("False", "JoinTargetsGone"));
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let warned: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("JoinTargetsGone"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(worker_cfg.as_str()))
+        .collect();
+    assert_eq!(warned.len(), 1, "one Warning Event for the stranded worker: {warned:?}");
+    assert_eq!(warned[0].type_.as_deref(), Some("Warning"));
+
+    // As the message says: delete the worker Machine. Its replacement (booting at once)
+    // joins the new control plane.
+    cluster::dynamic(&client, &ns, infra, "SimMachineTemplate")
+        .patch(
+            &format!("{NAME}-md-0"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"template": {"spec": {"bootDelaySeconds": null}}}})),
+        )
+        .await
+        .unwrap();
+    cluster::dynamic(&client, &ns, CAPI, "Machine")
+        .delete(&worker, &Default::default())
+        .await
+        .unwrap();
+    cluster::wait_converged(
+        env,
+        &client,
+        &ns,
+        NAME,
+        Expect {
+            control_planes: 1,
+            workers: 1,
+        },
+        CONVERGE,
+    )
+    .await;
+    let members = cluster::members(env, &ns, NAME);
+    assert!(
+        members.len() == 1 && members[0].starts_with(&format!("{new_ip}:")),
+        "the one dqlite member is the new control plane: {members:?}"
+    );
+}
