@@ -42,6 +42,12 @@ pub const ANNOTATION_PRE_TERMINATE_HOOK: &str =
 /// Value of [`ANNOTATION_PRE_TERMINATE_HOOK`] (the hook's owner).
 pub const PRE_TERMINATE_HOOK_OWNER: &str = "microk8s-controlplane";
 
+/// Annotation on the control plane, set once it is initialized (value `true`). Annotations
+/// survive `clusterctl move`; status does not, and once the first node is replaced no Node
+/// carries the marker it set, so without this a moved control plane would wait for an init
+/// that happened long ago.
+pub const ANNOTATION_INITIALIZED: &str = "microk8s.controlplane.cluster.x-k8s.io/initialized";
+
 /// KCP's annotation on the control plane while a remediation is in flight (JSON
 /// [`crate::remediation::RemediationData`]).
 pub const ANNOTATION_REMEDIATION_IN_PROGRESS: &str = "controlplane.cluster.x-k8s.io/remediation-in-progress";

@@ -357,7 +357,8 @@ impl<'a> Rec<'a> {
             failure_domains: cluster.control_plane_failure_domains(),
             nodes: workload.as_ref().map(Workload::node_views).unwrap_or_default(),
             reachability,
-            was_initialized: self.status.as_ref().is_some_and(|s| s.initialized),
+            was_initialized: self.status.as_ref().is_some_and(|s| s.initialized)
+                || self.mcp.annotations().contains_key(names::ANNOTATION_INITIALIZED),
             remediation_in_progress,
             now: self.now,
         };
@@ -371,6 +372,10 @@ impl<'a> Rec<'a> {
                     "the first control plane node accepts joins: the control plane is initialized",
                 )
                 .await;
+        }
+        if cp.initialized() && !self.mcp.annotations().contains_key(names::ANNOTATION_INITIALIZED) {
+            self.set_mcp_annotation(names::ANNOTATION_INITIALIZED, Some("true".into()))
+                .await?;
         }
 
         if let Some(w) = &workload

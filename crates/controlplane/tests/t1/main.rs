@@ -879,3 +879,58 @@ async fn an_unlabelled_ca_created_later_wakes_the_control_plane() {
         .await;
     ctl.stop().await;
 }
+
+/// A control plane that lost its status (`clusterctl move` does not carry status) after its
+/// first node was replaced — so no Node carries the init marker any more — still knows that
+/// it is initialized, from the annotation it set, and scales instead of waiting for an init
+/// that happened long ago.
+#[tokio::test]
+async fn initialized_survives_a_lost_status_and_a_replaced_first_node() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "moved").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    let initialized = "microk8s.controlplane.cluster.x-k8s.io/initialized";
+    env.wait("the initialized annotation", || async {
+        env.mcp().await.annotations().get(initialized).map(String::as_str) == Some("true")
+    })
+    .await;
+    ctl.stop().await;
+
+    // As after a move of a control plane whose first node was replaced: no status, and no
+    // Node with the marker.
+    fake.set(|o| o.mark_init = false);
+    let marker = "microk8s.cluster.x-k8s.io/accepts-joins";
+    let nodes: Api<Node> = Api::all(env.wclient.clone());
+    for n in env.nodes().await {
+        nodes
+            .patch(
+                &n.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {marker: null}}})),
+            )
+            .await
+            .unwrap();
+    }
+    env.mcps()
+        .patch_status("cp", &PatchParams::default(), &Patch::Merge(json!({"status": null})))
+        .await
+        .unwrap();
+    assert!(env.mcp().await.status.is_none_or(|s| !s.initialized));
+    assert!(env.nodes().await.iter().all(|n| !n.labels().contains_key(marker)));
+
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_condition(
+        "Initialized",
+        |c| c.status == "True",
+        "initialized again, from the annotation",
+    )
+    .await;
+    env.patch_mcp(json!({"spec": {"replicas": 3}})).await;
+    env.wait_settled(3).await;
+    ctl.stop().await;
+}
