@@ -40,7 +40,7 @@ clean: ## Remove build outputs (the shared target dir under ~/.cache)
 	$(CARGO) clean
 
 .PHONY: e2e
-e2e: testenv ## Run the nine end-to-end scenarios on the local management plane
+e2e: testenv ## Run tests/e2e on the local management plane: the ten end-to-end scenarios, clusterctl, packaging and takeover tests (E2E_THREADS at once, default 3)
 	$(CARGO) build --locked --workspace --bins
 	bash hack/sweep-testenv.sh
 	$(CARGO) test --locked -p mk8s-e2e --no-fail-fast -- --test-threads=$${E2E_THREADS:-3}

@@ -75,8 +75,8 @@ pub struct ManagerFlags {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub kube_api_burst: u32,
 
-    /// Kubeconfig of the management cluster. Default: in-cluster configuration, else
-    /// `~/.kube/config`.
+    /// Kubeconfig of the management cluster (one file). Default: `$KUBECONFIG`, else
+    /// `~/.kube/config`, else the in-cluster configuration.
     #[arg(long = "kubeconfig", env = "KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
