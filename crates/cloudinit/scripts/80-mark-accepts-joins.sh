@@ -1,6 +1,8 @@
 #!/bin/bash
-# First control plane node, last step: labels this node's Node object to tell the
-# management cluster that the join token is registered and joins can succeed.
+# First control plane node, once the join token is registered: labels this node's Node object
+# to tell the management cluster that joins can succeed. The Node's name is the kubelet's
+# --hostname-override when its arguments set one (the last one wins, as with the kubelet),
+# else the host name, in lower case.
 # Usage: 80-mark-accepts-joins.sh KEY=VALUE
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -9,8 +11,15 @@ set -euo pipefail
 if (($# != 1)) || [[ $1 != ?*=* ]]; then
   usage "KEY=VALUE"
 fi
-host=$(hostname)
-node=${host,,}
+node=""
+args_file="${SNAP_ARGS}/kubelet"
+if [[ -r ${args_file} ]]; then
+  node=$(sed -n -E "s/^--hostname-override[= ]+[\"']?([^\"' ]*)[\"']?[[:space:]]*$/\\1/p" "${args_file}" | tail -n 1)
+fi
+if [[ -z ${node} ]]; then
+  node=$(hostname)
+fi
+node=${node,,}
 [[ -n ${node} ]] || die "this machine has no hostname"
 
 retry 60 5 "waiting for Node ${node}" timeout 30 microk8s kubectl get node "${node}" >/dev/null

@@ -106,13 +106,12 @@
 //! | 13 | `30-cert-san.sh IP\|DNS HOST` (endpoint host; IPv6 without brackets) | ✓ | ✓ | |
 //! | 14 | `40-join.sh [--worker] HOST:PORT/TOKEN...` (one URL per address, IPv6 in brackets) | | ✓ | ✓ `--worker` |
 //! | 15 | `50-apiserver-port.sh` | ✓ | ✓ | |
-//! | 16 | `60-enable-addons.sh ADDON...` (init: `addons` + `dns` unless an entry contains `dns`) | ✓ | | |
-//! | 17 | `60-add-node.sh TOKEN TTL` (TTL = `joinTokenTTLInSecs`, default 315569260) | ✓ | ✓ | |
-//! | 18 | `60-enable-addons.sh ADDON...` (exactly `addons`, no implicit dns) *if `addons` is not empty* | | ✓ | |
+//! | 16 | `60-add-node.sh TOKEN TTL` (TTL = `joinTokenTTLInSecs`, default 315569260) | ✓ | ✓ | |
+//! | 17 | `80-mark-accepts-joins.sh microk8s.cluster.x-k8s.io/accepts-joins=true` | ✓ | | |
+//! | 18 | `60-enable-addons.sh ADDON...` (init: `addons` + `dns` unless an entry contains `dns`; join CP: exactly `addons`, no implicit dns, *if `addons` is not empty*) | ✓ | ✓ | |
 //! | 19 | `70-apiserver-proxy.sh HOST:PORT [--no-refresh]` (endpoint host and port; `--no-refresh` from track 1.25) | | | ✓ |
-//! | 20 | `80-mark-accepts-joins.sh microk8s.cluster.x-k8s.io/accepts-joins=true` | ✓ | | |
-//! | 21 | `. 99-bootstrap-complete.sh` (sourced) | ✓ | ✓ | ✓ |
-//! | 22 | each `postRunCommands` entry (string) | ✓ | ✓ | ✓ |
+//! | 20 | `. 99-bootstrap-complete.sh` (sourced) | ✓ | ✓ | ✓ |
+//! | 21 | each `postRunCommands` entry (string) | ✓ | ✓ | ✓ |
 //!
 //! The channel `CH` is [`install_channel`]: `<major>.<minor>/<risk>` with `--classic`, or
 //! `<major>.<minor>-strict/<risk>` for strict confinement (track 1.25 or newer).
@@ -191,7 +190,8 @@
 //!   indentation); with `--no-refresh`: replaces `--refresh-interval` in
 //!   `$SNAP_CURRENT/args/apiserver-proxy` by `--refresh-interval 0s`, restart
 //!   `daemon-apiserver-proxy`.
-//! - `80-mark-accepts-joins.sh`: node = `hostname` in lower case; waits for `microk8s kubectl
+//! - `80-mark-accepts-joins.sh`: node = the last `--hostname-override` in
+//!   `$SNAP_CURRENT/args/kubelet`, else `hostname`, in lower case; waits for `microk8s kubectl
 //!   get node NODE`, then `microk8s kubectl label node NODE KEY=VALUE --overwrite`. The label
 //!   ([`mk8s_api::consts::NODE_LABEL_JOINS_ACCEPTED`]`=true`) tells the management cluster that
 //!   the join token is registered, long after the Node itself appeared.

@@ -374,16 +374,19 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
             plan.step(scripts::REFRESH_CERTS);
             control_plane_network(&mut plan);
             plan.step(scripts::APISERVER_PORT);
-            let mut enable = addons.to_vec();
-            if needs_implicit_dns(addons) {
-                enable.push("dns".into());
-            }
-            plan.run(scripts::ENABLE_ADDONS, enable);
+            // The cluster accepts joins before any addon is enabled, so that an addon that
+            // fails (a typo, one that asks for input, one a site cannot fetch) costs that
+            // addon — the machine's bootstrap still fails and says so — not the cluster.
             plan.run(scripts::ADD_NODE, add_node);
             plan.run(
                 scripts::MARK_ACCEPTS_JOINS,
                 [format!("{NODE_LABEL_JOINS_ACCEPTED}=true")],
             );
+            let mut enable = addons.to_vec();
+            if needs_implicit_dns(addons) {
+                enable.push("dns".into());
+            }
+            plan.run(scripts::ENABLE_ADDONS, enable);
         }
         Role::JoinControlPlane { .. } => {
             control_plane_network(&mut plan);

@@ -47,9 +47,9 @@ fn runcmd_order_per_role() {
                 &cp_network,
                 &[
                     "50-apiserver-port.sh",
-                    "60-enable-addons.sh",
                     "60-add-node.sh",
                     "80-mark-accepts-joins.sh",
+                    "60-enable-addons.sh",
                 ],
                 &tail,
             ]

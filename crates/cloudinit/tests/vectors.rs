@@ -1,7 +1,8 @@
 //! T0: the conformance vectors of Canonical's provider (reference/cabpm.md §4), adapted to
 //! our argv form: same channels, tokens, TTLs, join URLs, worker endpoint and addons; steps
 //! with nothing to do (empty proxies, no kubelet args) are left out instead of being called
-//! with empty arguments, and a risk level is always spelled out (`1.25` ≡ `1.25/stable`).
+//! with empty arguments, a risk level is always spelled out (`1.25` ≡ `1.25/stable`), and the
+//! init node registers the token and accepts joins before it enables the addons.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: failing is the point
 
@@ -121,9 +122,9 @@ fn cp_init_1() {
             &["30-dqlite-port.sh", "2379"],
             &["30-cert-san.sh", "DNS", "k8s.my-domain.com"],
             &["50-apiserver-port.sh"],
-            &["60-enable-addons.sh", "dns"],
             &["60-add-node.sh", TOKEN, "10000"],
             &["80-mark-accepts-joins.sh", LABEL],
+            &["60-enable-addons.sh", "dns"],
             &[".", "99-bootstrap-complete.sh"],
         ])
     );
