@@ -80,7 +80,7 @@ mod tests {
         assert!(can_add(&cp).unwrap_err().contains("b's node"));
         cp.nodes.pop();
         cp.machines[1].node_ref = None;
-        cp.machines[1].internal_ips.clear();
+        cp.machines[1].ips.clear();
         assert!(can_add(&cp).unwrap_err().contains("get its node"));
         cp.was_initialized = false;
         assert!(can_add(&cp).unwrap_err().contains("accept joins"));

@@ -159,15 +159,8 @@ pub fn view(
             .and_then(|s| s.base.node_ref.as_ref())
             .map(|n| n.name.clone())
             .filter(|n| !n.is_empty()),
-        internal_ips: st
-            .map(|s| {
-                s.base
-                    .addresses
-                    .iter()
-                    .filter(|a| a.type_ == "InternalIP" && !a.address.is_empty())
-                    .map(|a| a.address.clone())
-                    .collect()
-            })
+        ips: st
+            .map(|s| crate::model::node_ips(s.base.addresses.iter().map(|a| (a.type_.as_str(), a.address.as_str()))))
             .unwrap_or_default(),
         provider_id: m.spec.base.provider_id.clone().filter(|p| !p.is_empty()),
         node_info_kubelet: st

@@ -39,11 +39,11 @@ pub struct RemovalState {
 /// Where to send the removal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemovalPlan {
-    /// `<victim InternalIP>:<victim dqlite port>` (IPv6 bracketed).
+    /// `<victim address>:<victim dqlite port>` (address by [`crate::model::node_ips`]) (IPv6 bracketed).
     pub endpoint: String,
     /// Node name of the survivor (the pod is bound to it).
     pub survivor_node: String,
-    /// `<survivor InternalIP>:<survivor cluster agent port>` (IPv6 bracketed).
+    /// `<survivor address>:<survivor cluster agent port>` (IPv6 bracketed).
     pub agent: String,
 }
 
@@ -84,20 +84,20 @@ fn ports(m: &MachineView) -> (u16, u16) {
 }
 
 /// Picks the survivor that will run the removal: a control plane machine that is not being
-/// deleted, whose node is Ready, with an InternalIP; the oldest such.
+/// deleted, whose node is Ready, with an address; the oldest such.
 pub fn survivor<'a>(cp: &'a ControlPlane, victim: &str) -> Option<(&'a MachineView, String)> {
     cp.active()
         .filter(|m| m.name != victim && cp.node_ready(m))
         .find_map(|m| {
             let node = cp.node_of(m)?.name.clone();
-            m.internal_ips.first().map(|_| (m, node))
+            m.ips.first().map(|_| (m, node))
         })
 }
 
-/// Whether the victim may be a dqlite member: it has an InternalIP and either CAPI matched
+/// Whether the victim may be a dqlite member: it has an address and either CAPI matched
 /// its Node or a Node with its address exists.
 fn may_be_member(cp: &ControlPlane, m: &MachineView) -> bool {
-    !m.internal_ips.is_empty() && (m.node_ref.is_some() || cp.node_of(m).is_some())
+    !m.ips.is_empty() && (m.node_ref.is_some() || cp.node_of(m).is_some())
 }
 
 /// Decides the next move of a deleting Machine's member removal.
@@ -153,7 +153,7 @@ pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: Acti
 fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
     if !may_be_member(cp, m) {
         return HookNext::Release(format!(
-            "machine {} never joined the cluster (no node, or no InternalIP): no dqlite member to remove",
+            "machine {} never joined the cluster (no node, or no address): no dqlite member to remove",
             m.name
         ));
     }
@@ -163,9 +163,9 @@ fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
             let (_, victim_dqlite) = ports(m);
             let (survivor_agent, _) = ports(s);
             HookNext::Start(RemovalPlan {
-                endpoint: host_port(&m.internal_ips[0], victim_dqlite),
+                endpoint: host_port(&m.ips[0], victim_dqlite),
                 survivor_node: node,
-                agent: host_port(&s.internal_ips[0], survivor_agent),
+                agent: host_port(&s.ips[0], survivor_agent),
             })
         }
         None if !others => last_machine(m),
@@ -248,7 +248,7 @@ mod tests {
         );
         let mut v2 = victim.clone();
         v2.config = Some(no_remap());
-        v2.internal_ips = vec!["fd00::3".into()];
+        v2.ips = vec!["fd00::3".into()];
         let HookNext::Start(p) = hook_next(&cp, &v2, PodPhase::Missing, limits()) else {
             panic!()
         };

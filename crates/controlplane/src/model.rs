@@ -13,13 +13,33 @@ use crate::member::RemovalState;
 use crate::remediation::RemediationData;
 use crate::upgrade::InPlaceState;
 
+/// The addresses a machine or Node is reached at, from its `(type, address)` list: its
+/// `InternalIP`s, or its `ExternalIP`s when it has none (clouds that give machines public
+/// addresses only). The bootstrap provider picks join addresses the same way, and it is the
+/// address MicroK8s binds dqlite and the cluster agent to on such machines.
+pub fn node_ips<'a>(addresses: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let all: Vec<(&str, &str)> = addresses.into_iter().filter(|(_, a)| !a.is_empty()).collect();
+    let of = |kind: &str| -> Vec<String> {
+        all.iter()
+            .filter(|(t, _)| *t == kind)
+            .map(|(_, a)| (*a).to_string())
+            .collect()
+    };
+    let internal = of("InternalIP");
+    if internal.is_empty() {
+        of("ExternalIP")
+    } else {
+        internal
+    }
+}
+
 /// A workload cluster Node, reduced to what decisions use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeView {
     /// Node name.
     pub name: String,
-    /// `InternalIP` addresses.
-    pub internal_ips: Vec<String>,
+    /// Addresses, by [`node_ips`].
+    pub ips: Vec<String>,
     /// `spec.providerID`.
     pub provider_id: Option<String>,
     /// `Ready` condition is true.
@@ -58,8 +78,8 @@ pub struct MachineView {
     pub failure_domain: Option<String>,
     /// `status.nodeRef.name`.
     pub node_ref: Option<String>,
-    /// `InternalIP` addresses.
-    pub internal_ips: Vec<String>,
+    /// Addresses, by [`node_ips`].
+    pub ips: Vec<String>,
     /// `spec.providerID`.
     pub provider_id: Option<String>,
     /// `status.nodeInfo.kubeletVersion` (CAPI's copy from the Node).
@@ -103,7 +123,7 @@ impl MachineView {
             version: None,
             failure_domain: None,
             node_ref: None,
-            internal_ips: vec![],
+            ips: vec![],
             provider_id: None,
             node_info_kubelet: None,
             ready: false,
@@ -263,7 +283,7 @@ impl ControlPlane {
     }
 
     /// The workload Node of a Machine: by `nodeRef`, else by providerID, else by a shared
-    /// `InternalIP` (only when exactly one Node has it).
+    /// address ([`node_ips`]; only when exactly one Node has it).
     pub fn node_of(&self, m: &MachineView) -> Option<&NodeView> {
         if let Some(n) = &m.node_ref {
             return self.nodes.iter().find(|x| &x.name == n);
@@ -273,10 +293,7 @@ impl ControlPlane {
         {
             return Some(n);
         }
-        let mut by_ip = self
-            .nodes
-            .iter()
-            .filter(|n| n.internal_ips.iter().any(|ip| m.internal_ips.contains(ip)));
+        let mut by_ip = self.nodes.iter().filter(|n| n.ips.iter().any(|ip| m.ips.contains(ip)));
         match (by_ip.next(), by_ip.next()) {
             (Some(n), None) => Some(n),
             _ => None,
@@ -355,7 +372,7 @@ pub(crate) mod fixtures {
         let mut m = MachineView::new(name, created);
         m.version = Some(version.to_string());
         m.node_ref = Some(name.to_string());
-        m.internal_ips = vec![format!("10.0.0.{created}")];
+        m.ips = vec![format!("10.0.0.{created}")];
         m.provider_id = Some(format!("sim://{name}"));
         m.ready = true;
         m.available = true;
@@ -370,7 +387,7 @@ pub(crate) mod fixtures {
     pub fn node_for(m: &MachineView, kubelet: &str) -> NodeView {
         NodeView {
             name: m.node_ref.clone().unwrap_or_else(|| m.name.clone()),
-            internal_ips: m.internal_ips.clone(),
+            ips: m.ips.clone(),
             provider_id: m.provider_id.clone(),
             ready: true,
             kubelet_version: Some(kubelet.to_string()),
@@ -408,6 +425,26 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::fixtures::*;
+
+    #[test]
+    fn addresses_are_internal_ips_else_external_ones() {
+        use super::node_ips;
+        let both = [
+            ("Hostname", "h"),
+            ("ExternalIP", "203.0.113.5"),
+            ("InternalIP", "10.0.0.5"),
+            ("InternalIP", ""),
+            ("InternalIP", "fd00::5"),
+        ];
+        assert_eq!(node_ips(both), ["10.0.0.5", "fd00::5"]);
+        let public_only = [
+            ("ExternalIP", "203.0.113.5"),
+            ("Hostname", "h"),
+            ("ExternalDNS", "x.example"),
+        ];
+        assert_eq!(node_ips(public_only), ["203.0.113.5"]);
+        assert!(node_ips([("Hostname", "h"), ("InternalIP", "")]).is_empty());
+    }
 
     #[test]
     fn nodes_are_found_by_ref_provider_id_or_unique_ip() {

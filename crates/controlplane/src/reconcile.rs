@@ -563,14 +563,14 @@ impl<'a> Rec<'a> {
         }
     }
 
-    /// Copies `Machine.spec.providerID` onto Nodes that lack one, matched by InternalIP
+    /// Copies `Machine.spec.providerID` onto Nodes that lack one, matched by address ([`crate::model::node_ips`])
     /// (workers too): MicroK8s does not set it, and without it CAPI never matches Nodes.
     async fn sync_provider_ids(&self, cp: &ControlPlane, w: &Workload) {
         let all: Vec<&MachineView> = cp.machines.iter().chain(cp.workers.iter()).collect();
         for node in cp.nodes.iter().filter(|n| n.provider_id.is_none()) {
             let matches: Vec<&&MachineView> = all
                 .iter()
-                .filter(|m| m.provider_id.is_some() && m.internal_ips.iter().any(|ip| node.internal_ips.contains(ip)))
+                .filter(|m| m.provider_id.is_some() && m.ips.iter().any(|ip| node.ips.contains(ip)))
                 .collect();
             let live: Vec<&&MachineView> = matches.iter().copied().filter(|m| !m.deleting).collect();
             let chosen = match (live.as_slice(), matches.as_slice()) {
@@ -578,7 +578,7 @@ impl<'a> Rec<'a> {
                 ([], [one]) => Some(*one),
                 ([], []) => None,
                 _ => {
-                    warn!(node = %node.name, "several Machines share the node's InternalIP; not setting its providerID");
+                    warn!(node = %node.name, "several Machines share the node's address; not setting its providerID");
                     None
                 }
             };

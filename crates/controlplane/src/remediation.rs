@@ -342,7 +342,7 @@ mod tests {
         let mut a = unhealthy(healthy("a", 1, "v1.33.0"));
         let mut b = unhealthy(healthy("b", 2, "v1.33.0"));
         b.node_ref = None;
-        b.internal_ips.clear();
+        b.ips.clear();
         b.provider_id = None;
         let cp0 = cp(
             5,

@@ -452,14 +452,17 @@ pub fn compute(
         Some((reason, message)) => Condition::false_(MACHINES_CREATED, reason, message.clone()),
         None => Condition::true_(MACHINES_CREATED, "Created", ""),
     });
-    let without_ip = cp.machines.iter().find(|m| m.internal_ips.is_empty());
+    let without_ip = cp.machines.iter().find(|m| m.ips.is_empty());
     set1(if cp.machines.is_empty() {
         Condition::false_(MACHINES_BOOTSTRAPPED, "WaitingForMachines", "")
     } else if let Some(m) = without_ip {
         Condition::false_(
             MACHINES_BOOTSTRAPPED,
             "WaitingForMicroK8sBoot",
-            format!("machine {:?} doesn't have an InternalIP address yet", m.name),
+            format!(
+                "machine {:?} doesn't have an InternalIP (or ExternalIP) address yet",
+                m.name
+            ),
         )
     } else {
         Condition::true_(MACHINES_BOOTSTRAPPED, "Bootstrapped", "")

@@ -218,14 +218,9 @@ pub fn node_view(n: &Node) -> NodeView {
     let status = n.status.as_ref();
     NodeView {
         name: n.name_any(),
-        internal_ips: status
+        ips: status
             .and_then(|s| s.addresses.as_ref())
-            .map(|a| {
-                a.iter()
-                    .filter(|a| a.type_ == "InternalIP" && !a.address.is_empty())
-                    .map(|a| a.address.clone())
-                    .collect()
-            })
+            .map(|a| crate::model::node_ips(a.iter().map(|a| (a.type_.as_str(), a.address.as_str()))))
             .unwrap_or_default(),
         provider_id: n
             .spec
@@ -256,7 +251,7 @@ fn fingerprint<T: Hash>(t: &T) -> u64 {
 fn node_fingerprint(n: &Node) -> u64 {
     let v = node_view(n);
     fingerprint(&(
-        v.internal_ips,
+        v.ips,
         v.provider_id,
         v.ready,
         v.kubelet_version,
