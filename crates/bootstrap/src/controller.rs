@@ -540,6 +540,7 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
     };
 
     let mut ca_condition = None;
+    let mut init_lock_held = false;
     let role = match g.role {
         Role::Init => {
             let ca = match secrets::ca(&source, cluster).await? {
@@ -614,6 +615,7 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
                     ));
                 }
                 lock::Outcome::Acquired { new } => {
+                    init_lock_held = relock;
                     if new {
                         event(
                             ctx,
@@ -699,6 +701,10 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
     let user_data = match rendered {
         Ok(u) => u,
         Err(e) => {
+            if init_lock_held {
+                // This machine cannot initialize until its config changes: let another.
+                lock::release(&Api::namespaced(client.clone(), &ns), &g.cluster).await?;
+            }
             return Ok((
                 Outcome::NotAvailable {
                     reason: reason::INVALID_CONFIGURATION,

@@ -826,3 +826,36 @@ async fn runs_with_the_generated_least_privilege_rbac() {
     assert!(errors.is_empty(), "reconcile errors under least privilege: {errors:?}");
     ctrl.stop().await;
 }
+
+/// A control plane machine whose init data cannot be rendered (strict confinement on a
+/// Kubernetes version older than 1.25) says why and gives the init lock back, so that another
+/// control plane machine can initialize the cluster.
+#[tokio::test]
+async fn init_data_that_cannot_be_rendered_gives_the_lock_back() {
+    let Some(env) = env("unrenderable").await else { return };
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.cluster("u", true, true).await;
+    env.machine(
+        "u",
+        "strict-old",
+        true,
+        Some("v1.24.9"),
+        json!({"initConfiguration": {"confinement": "strict"}}),
+    )
+    .await;
+    let cfg = env.wait_reason("strict-old", "False/InvalidConfiguration").await;
+    let message = conditions::find(&cfg.status.unwrap_or_default().conditions, "DataSecretAvailable")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("strict confinement"), "{message}");
+    let locks = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns);
+    wait_for(TIMEOUT, "no init lock held", || async {
+        locks.get_opt("u-lock").await.unwrap().is_none()
+    })
+    .await;
+    // Another control plane machine takes the lock and gets init data.
+    env.machine("u", "classic", true, Some("v1.24.9"), json!({})).await;
+    env.wait_reason("classic", "True/DataSecretCreated").await;
+    assert_eq!(role_of(&env.data("classic").await), "init");
+    ctrl.stop().await;
+}
