@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
@@ -17,6 +18,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use mk8s_api::MicroK8sControlPlane;
+use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::client::{WorkloadTimeouts, workload_client};
 use tracing::{debug, info, warn};
 
@@ -381,6 +383,18 @@ enum EvU {
     Pod(Result<watcher::Event<Pod>, watcher::Error>),
 }
 
+/// Retries of a workload cluster's watches: its API server is down for minutes while the
+/// first machine boots and installs MicroK8s, and once up it should be seen soon — 0.8 s
+/// doubling to 5 s (kube-runtime's default would retry about every second throughout, see
+/// [`WatchBackoff`]; client-go's reflector doubles to 30 s).
+fn workload_backoff() -> WatchBackoff {
+    WatchBackoff::new(
+        Duration::from_millis(800),
+        Duration::from_secs(5),
+        Duration::from_secs(120),
+    )
+}
+
 async fn watch(
     w: Workload,
     mut node_writer: reflector::store::Writer<Node>,
@@ -396,7 +410,7 @@ async fn watch(
         names::MANAGED_BY
     ));
     let nodes = watcher(Api::<Node>::all(w.client.clone()), node_cfg)
-        .default_backoff()
+        .backoff(workload_backoff())
         .modify(|n: &mut Node| {
             n.managed_fields_mut().clear();
             if let Some(s) = n.status.as_mut() {
@@ -410,7 +424,7 @@ async fn watch(
         Api::<Pod>::namespaced(w.client.clone(), names::ACTION_NAMESPACE),
         pod_cfg,
     )
-    .default_backoff()
+    .backoff(workload_backoff())
     .modify(|p: &mut Pod| p.managed_fields_mut().clear())
     .map(|e| Ev::Pod(Box::new(e)));
     let mut events = futures::stream::select(nodes.boxed(), pods.boxed());

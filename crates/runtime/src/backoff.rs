@@ -1,8 +1,11 @@
-//! Per-object exponential backoff for failed reconciles (kube-runtime has none built in).
+//! Per-object exponential backoff for failed reconciles (kube-runtime has none built in),
+//! and [`WatchBackoff`] for watch streams.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Failure counts per object key, reset on success.
 #[derive(Debug)]
@@ -50,6 +53,73 @@ impl Backoff {
     }
 }
 
+/// Backoff for watch streams (`WatchStreamExt::backoff`) that grows while the API server
+/// stays unreachable.
+///
+/// kube-runtime's default backoff starts over on every item the stream yields, and a watcher
+/// yields its `Init` marker at the start of every (re)list attempt — before the request that
+/// fails. Against an API server that is down, its delay therefore never grows past the first
+/// step: one connection attempt and one warning per second per watch, for as long as the
+/// server is down (a workload cluster whose first machine is still booting, for minutes).
+/// This backoff ignores the stream's resets: the delay doubles per error from `base` to
+/// `max` (plus up to 25 % jitter, so that watches failing together do not retry together) and
+/// starts over from `base` only after `quiet` without errors.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    base: Duration,
+    max: Duration,
+    quiet: Duration,
+    step: u32,
+    last_error: Option<Instant>,
+}
+
+impl WatchBackoff {
+    /// A backoff from `base` doubling to `max`, starting over after `quiet` without errors.
+    pub fn new(base: Duration, max: Duration, quiet: Duration) -> Self {
+        WatchBackoff {
+            base,
+            max,
+            quiet,
+            step: 0,
+            last_error: None,
+        }
+    }
+
+    /// The delay before the next attempt without jitter (what [`Iterator::next`] adds 0–25 %
+    /// to).
+    fn delay(&mut self) -> Duration {
+        let now = Instant::now();
+        if self
+            .last_error
+            .is_some_and(|t| now.saturating_duration_since(t) > self.quiet)
+        {
+            self.step = 0;
+        }
+        self.last_error = Some(now);
+        let d = self
+            .base
+            .saturating_mul(2u32.saturating_pow(self.step.min(20)))
+            .min(self.max);
+        self.step = self.step.saturating_add(1);
+        d
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.delay();
+        Some(d + d.mul_f64(rand::random::<f64>() * 0.25))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    /// Ignored: the stream calls it for marker events that say nothing about the server (see
+    /// the type's documentation); `quiet` decides when to start over.
+    fn reset(&mut self) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +138,32 @@ mod tests {
             b.fail("a");
         }
         assert_eq!(b.fail("a"), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watch_backoff_grows_through_resets_and_starts_over_after_quiet() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = WatchBackoff::new(Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(60));
+        let mut seen = vec![];
+        for _ in 0..5 {
+            // What the stream does before each attempt: the watcher's Init marker resets.
+            b.reset();
+            let d = b.next().unwrap();
+            seen.push(d);
+            tokio::time::advance(d).await;
+        }
+        let secs = [1, 2, 4, 5, 5];
+        for (d, s) in seen.iter().zip(secs) {
+            let s = Duration::from_secs(s);
+            assert!(*d >= s && *d <= s + s / 4, "{seen:?}");
+        }
+        // A minute without errors: the next error starts over.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let d = b.next().unwrap();
+        assert!(d >= Duration::from_secs(1) && d <= Duration::from_millis(1250), "{d:?}");
+        // An error soon after continues where it was.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let d = b.next().unwrap();
+        assert!(d >= Duration::from_secs(2), "{d:?}");
     }
 }
