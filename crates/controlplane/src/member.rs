@@ -157,6 +157,9 @@ fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
             m.name
         ));
     }
+    if let Some(why) = removal_loses_quorum(cp, m) {
+        return HookNext::Wait(None, why);
+    }
     let others = cp.machines.iter().any(|o| o.name != m.name && !o.deleting);
     match survivor(cp, &m.name) {
         Some((s, node)) => {
@@ -177,6 +180,29 @@ fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
             ),
         ),
     }
+}
+
+/// Why removing the victim's member now would cost dqlite its majority, if it would: the
+/// members (every control plane machine that may be one, the victim and other deleting ones
+/// included) have a majority of Ready nodes now and would not have one without the victim.
+/// Our own scale-downs and rollouts check this before they delete a machine; this catches
+/// deletions by anyone else and nodes failing while the victim is drained. The victim's node
+/// keeps serving meanwhile (CAPI waits for the hook); a node becoming Ready again wakes the
+/// control plane. When the majority is lost already, removing a member cannot make it worse
+/// (nor succeed until it is back), so nothing is held.
+fn removal_loses_quorum(cp: &ControlPlane, victim: &MachineView) -> Option<String> {
+    let members: Vec<&MachineView> = cp.machines.iter().filter(|o| may_be_member(cp, o)).collect();
+    let ready = members.iter().filter(|o| cp.node_ready(o)).count();
+    let victim_ready = cp.node_ready(victim);
+    let majority = |ready: usize, of: usize| ready * 2 > of;
+    let (after, after_of) = (ready - usize::from(victim_ready), members.len().saturating_sub(1));
+    // No member left afterwards: the last machine, released without a removal.
+    (after_of > 0 && majority(ready, members.len()) && !majority(after, after_of)).then(|| {
+        format!(
+            "holding machine {}: removing its dqlite member now would leave {after} of {after_of} members Ready, no majority; waiting for another control plane node to be Ready",
+            victim.name
+        )
+    })
 }
 
 fn last_machine(m: &MachineView) -> HookNext {
@@ -228,7 +254,7 @@ mod tests {
         let mut victim = healthy("c", 3, "v1.33.0");
         victim.deleting = true;
         victim.waiting_for_hook = true;
-        let mut cp = cp(2, "v1.33.0", vec![a, b, victim.clone()]);
+        let mut cp = cp(3, "v1.33.0", vec![a, b, victim.clone(), healthy("d", 4, "v1.33.0")]);
         assert_eq!(
             hook_next(&cp, &victim, PodPhase::Missing, limits()),
             HookNext::Start(RemovalPlan {
@@ -317,6 +343,53 @@ mod tests {
             message: None,
         });
         assert_eq!(hook_next_unobserved(&alone, &victim), None);
+    }
+
+    #[test]
+    fn a_removal_that_would_cost_the_majority_waits() {
+        // Three members, one NotReady; a user deletes a healthy one.
+        let mut victim = healthy("a", 1, "v1.33.0");
+        victim.deleting = true;
+        victim.waiting_for_hook = true;
+        let mut cp = cp(
+            3,
+            "v1.33.0",
+            vec![victim.clone(), healthy("b", 2, "v1.33.0"), healthy("c", 3, "v1.33.0")],
+        );
+        cp.nodes[1].ready = false;
+        let HookNext::Wait(None, why) = hook_next(&cp, &victim, PodPhase::Missing, limits()) else {
+            panic!("must hold the hook")
+        };
+        assert!(why.contains("1 of 2 members Ready"), "{why}");
+        // b is back: the removal goes ahead.
+        cp.nodes[1].ready = true;
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Start(_)
+        ));
+        // The victim itself is down: removing it only helps.
+        cp.nodes[0].ready = false;
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Start(_)
+        ));
+        // The majority is gone already (two of three down): nothing to protect, go ahead.
+        cp.nodes[0].ready = true;
+        cp.nodes[1].ready = false;
+        cp.nodes[2].ready = false;
+        assert!(!matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Wait(None, ref w) if w.contains("majority")
+        ));
+        // Two members, both Ready, one deleted: one of one is a majority.
+        let mut pair = cp.clone();
+        pair.machines.truncate(2);
+        pair.nodes.truncate(2);
+        pair.nodes[1].ready = true;
+        assert!(matches!(
+            hook_next(&pair, &victim, PodPhase::Missing, limits()),
+            HookNext::Start(_)
+        ));
     }
 
     #[test]

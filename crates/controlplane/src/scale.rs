@@ -28,8 +28,10 @@ pub fn failure_domain_for_new(cp: &ControlPlane) -> Option<String> {
 }
 
 /// The machine to remove on scale-down: machines carrying `cluster.x-k8s.io/delete-machine`
-/// first, else out-of-date machines, else all; among those, the ones in the failure domain
-/// holding the most machines; among those the oldest.
+/// first, else out-of-date machines, else all; among those, unhealthy ones (node not Ready,
+/// or a failed health check) if any — removing one costs nothing that works, while removing
+/// another would wait for it to recover; among those, the ones in the failure domain holding
+/// the most machines; among those the oldest.
 pub fn victim(cp: &ControlPlane) -> Option<&MachineView> {
     let active: Vec<&MachineView> = cp.active().collect();
     let annotated: Vec<&MachineView> = active.iter().copied().filter(|m| m.delete_annotation).collect();
@@ -41,6 +43,12 @@ pub fn victim(cp: &ControlPlane) -> Option<&MachineView> {
     } else {
         active.clone()
     };
+    let unhealthy: Vec<&MachineView> = candidates
+        .iter()
+        .copied()
+        .filter(|m| !cp.node_ready(m) || m.health_check_failed)
+        .collect();
+    let candidates = if unhealthy.is_empty() { candidates } else { unhealthy };
     let mut per_domain: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     for m in &active {
         *per_domain.entry(m.failure_domain.as_deref()).or_default() += 1;
@@ -104,6 +112,18 @@ mod tests {
         with_outdated[3].version = Some("v1.32.0".into());
         let cp1 = cp(3, "v1.33.0", with_outdated.clone());
         assert_eq!(victim(&cp1).unwrap().name, "d", "outdated before crowded");
+
+        // An outdated machine whose node is down goes before healthy outdated ones (removing
+        // a healthy one would wait for it), but after annotated ones.
+        let mut broken = with_outdated.clone();
+        broken[1].version = Some("v1.32.0".into());
+        let mut cp_broken = cp(3, "v1.33.0", broken.clone());
+        assert_eq!(victim(&cp_broken).unwrap().name, "b");
+        cp_broken.nodes[3].ready = false;
+        assert_eq!(victim(&cp_broken).unwrap().name, "d", "unhealthy first");
+        broken[1].health_check_failed = true;
+        let cp_checked = cp(3, "v1.33.0", broken);
+        assert_eq!(victim(&cp_checked).unwrap().name, "b", "a failed health check counts");
 
         with_outdated[4].delete_annotation = true;
         let cp2 = cp(3, "v1.33.0", with_outdated);
