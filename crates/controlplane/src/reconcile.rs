@@ -843,10 +843,20 @@ impl<'a> Rec<'a> {
         let Some(st) = m.in_place.clone() else {
             return Ok((None, None));
         };
-        let phase = match Self::pod_phase(w, Some(&st.pod)) {
+        let observed = Self::pod_phase(w, Some(&st.pod));
+        // While the workload cluster cannot be observed (a single node restarts its API
+        // server), a finished pod is left for the sweep of untracked pods, which runs once it
+        // can: the decision below, taken from the node's version, is recorded instead of the
+        // reconcile failing on the deletion.
+        let discard = |pod: String| async move {
+            match w {
+                Some(w) if observed.is_some() => w.delete_pod(&pod).await,
+                _ => Ok(()),
+            }
+        };
+        let phase = match observed {
             Some(p) => p,
-            // The workload is unreachable (a single node restarts its API server): only the
-            // node's version can tell, below.
+            // Unobservable: only the node's version can tell, below.
             None => PodPhase::Running,
         };
         let running = cp.running_track(m);
@@ -880,9 +890,7 @@ impl<'a> Rec<'a> {
                 Ok((Some(refreshing_note(&m.name, &st)), None))
             }
             InPlaceNext::PodDone => {
-                if let Some(w) = w {
-                    w.delete_pod(&st.pod).await?;
-                }
+                discard(st.pod.clone()).await?;
                 let mut next = st.clone();
                 next.phase = InPlacePhase::WaitingForKubelet;
                 next.since = self.now;
@@ -901,9 +909,7 @@ impl<'a> Rec<'a> {
                 ))
             }
             InPlaceNext::Done { version } => {
-                if let Some(w) = w {
-                    w.delete_pod(&st.pod).await?;
-                }
+                discard(st.pod.clone()).await?;
                 self.patch_machine(
                     &m.name,
                     json!({"metadata": {"annotations": {names::ANNOTATION_IN_PLACE: null}}, "spec": {"version": version}}),
@@ -926,9 +932,7 @@ impl<'a> Rec<'a> {
                 ))
             }
             InPlaceNext::Failed { message, give_up } => {
-                if let Some(w) = w {
-                    w.delete_pod(&st.pod).await?;
-                }
+                discard(st.pod.clone()).await?;
                 let mut next = st.clone();
                 next.failures += 1;
                 next.message = Some(message.clone());
@@ -974,7 +978,18 @@ impl<'a> Rec<'a> {
         w: Option<&Workload>,
         extra: &mut status::Extra,
     ) -> Result<()> {
-        let (Some(w), Some(node)) = (w, cp.node_of(m)) else {
+        let Some(w) = w else {
+            extra.in_flight.push(format!(
+                "machine {}: waiting for the workload cluster to upgrade it in place",
+                m.name
+            ));
+            return Ok(());
+        };
+        let Some(node) = cp.node_of(m) else {
+            extra.in_flight.push(format!(
+                "machine {}: waiting for its Node to upgrade it in place",
+                m.name
+            ));
             return Ok(());
         };
         let init = m.config.clone().unwrap_or_else(|| cp.desired.config.clone()).init();
@@ -1030,7 +1045,20 @@ impl<'a> Rec<'a> {
         match self.machines_api().delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if matches!(why, DeleteWhy::Remediation(_)) {
+                    // No remediation is in flight after all: a record left behind would make
+                    // every later reconcile wait for this machine to go, and none would delete
+                    // it. (Written first so that a crash right after the deletion keeps it.)
+                    if let Err(undo) = self
+                        .set_mcp_annotation(names::ANNOTATION_REMEDIATION_IN_PROGRESS, None)
+                        .await
+                    {
+                        warn!(machine = %name, error = %undo, "could not withdraw the remediation record");
+                    }
+                }
+                return Err(e.into());
+            }
         }
         self.ctx.expect(&self.key, Expect::Gone(name.to_string()));
         let (reason, note) = match why {
