@@ -180,7 +180,9 @@ pub struct InitConfiguration {
     pub extra_write_files: Option<Vec<CloudInitWriteFile>>,
 
     /// Extra kubelet arguments appended to `/var/snap/microk8s/current/args/kubelet`,
-    /// e.g. `--max-pods=200`.
+    /// e.g. `--max-pods=200`. Like the commands, they are Jinja templates rendered by
+    /// cloud-init, so they may use instance data, e.g.
+    /// `--node-ip={{ ds.meta_data.local_ipv4 }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256), inner(length(max = 4096)))]
     pub extra_kubelet_args: Option<Vec<String>>,

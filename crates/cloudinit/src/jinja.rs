@@ -47,7 +47,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 
 /// Undoes [`escape`]: replaces exactly the three escape forms by the delimiters they print,
 /// left to right, and leaves everything else alone. On a whole document this is what
-/// cloud-init's Jinja rendering produces when the users' commands use no Jinja themselves
+/// cloud-init's Jinja rendering produces when the users' commands and kubelet arguments use no Jinja
 /// (the machine simulator and [`crate::check`] use it).
 pub fn unescape(text: &str) -> Cow<'_, str> {
     if !text.contains("{{ '") {

@@ -44,13 +44,15 @@
 //! The header stays (users' commands may use instance data such as
 //! `{{ ds.meta_data.local_hostname }}`, as with kubeadm's CABPK), so cloud-init renders the
 //! whole document as a Jinja template before parsing it. Therefore:
-//! - **users' commands** (`bootCommands`, `preRunCommands`, `postRunCommands`) are passed
-//!   raw: Jinja applies to them. The only change: a command that *ends* with a block tag or
-//!   comment (`%}`/`#}`) gets an empty `{{ '' }}` after it, because cloud-init's
-//!   `trim_blocks` would otherwise eat the line break that ends the YAML entry
+//! - **users' commands** (`bootCommands`, `preRunCommands`, `postRunCommands`) and
+//!   **`extraKubeletArgs`** (the lines of `/var/tmp/extra-kubelet-args`, e.g.
+//!   `--node-ip={{ ds.meta_data.local_ipv4 }}`, as with Canonical's provider and CABPK) are
+//!   passed raw: Jinja applies to them. The only change: a command or line that *ends* with a
+//!   block tag or comment (`%}`/`#}`) gets an empty `{{ '' }}` after it, because cloud-init's
+//!   `trim_blocks` would otherwise eat the line break that ends it
 //!   ([`jinja::guard_trailing_tag`]);
 //! - **everything we generate** — every argument (tokens, endpoint, proxies, addons, …), our
-//!   scripts, the CA, the auth token, `extraKubeletArgs`, and the content, path and owner of
+//!   scripts, the CA, the auth token, and the content, path and owner of
 //!   users' `extraWriteFiles` (files are data, not templates) — is escaped with
 //!   [`jinja::escape`]: each `{{`, `{%`, `{#` becomes an expression printing it (`{{ '{{' }}`),
 //!   which Jinja renders back to the original and which survives every YAML style we emit.

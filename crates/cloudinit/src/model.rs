@@ -12,8 +12,9 @@ pub struct CloudConfig {
     pub bootcmd: Vec<String>,
 }
 
-/// One entry of `write_files`. Its content is written verbatim: the renderer escapes it so
-/// that cloud-init's Jinja rendering leaves it unchanged, users' files included.
+/// One entry of `write_files`. Its content is written verbatim — the renderer escapes it so
+/// that cloud-init's Jinja rendering leaves it unchanged, users' files included — unless it is
+/// a [`WriteFile::template`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteFile {
     /// Absolute path on the node.
@@ -24,6 +25,11 @@ pub struct WriteFile {
     pub owner: String,
     /// Content, verbatim.
     pub content: String,
+    /// The content is a Jinja template that cloud-init renders (users' `extraKubeletArgs`,
+    /// which may use instance data such as `{{ ds.meta_data.local_ipv4 }}`, as they could
+    /// with Canonical's provider and with CABPK's kubelet arguments): written raw, each line
+    /// guarded like a user's command ([`crate::jinja::guard_trailing_tag`]).
+    pub template: bool,
 }
 
 /// One entry of `runcmd`.

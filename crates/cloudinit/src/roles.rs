@@ -277,6 +277,7 @@ fn file(path: &str, permissions: &str, content: &str) -> WriteFile {
         permissions: permissions.to_string(),
         owner: "root:root".to_string(),
         content: content.to_string(),
+        template: false,
     }
 }
 
@@ -430,12 +431,16 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
             permissions: extra.permissions.clone(),
             owner: extra.owner.clone(),
             content: extra.content.clone(),
+            template: false,
         });
     }
     if !kubelet_args.is_empty() {
         let mut content = kubelet_args.join("\n");
         content.push('\n');
-        write_files.push(file(paths::EXTRA_KUBELET_ARGS, "0400", &content));
+        write_files.push(WriteFile {
+            template: true,
+            ..file(paths::EXTRA_KUBELET_ARGS, "0400", &content)
+        });
     }
 
     Ok(CloudConfig {

@@ -68,6 +68,17 @@ fn generated(value: &str) -> Text {
     }
 }
 
+/// A user's template file content (raw, each line guarded, see [`guard_trailing_tag`]):
+/// literal block when multi-line.
+fn template(value: &str) -> Text {
+    let guarded: String = value.split_inclusive('\n').map(guard_trailing_tag).collect();
+    if guarded.contains('\n') {
+        Text::Literal(LitString(guarded))
+    } else {
+        Text::Auto(guarded)
+    }
+}
+
 /// A user's command line (raw, see [`guard_trailing_tag`]): literal block unless the
 /// automatic style keeps it verbatim.
 fn raw(value: &str) -> Text {
@@ -91,7 +102,11 @@ impl CloudConfig {
                     path: escape(&f.path).into_owned(),
                     permissions: DoubleQuoted(escape(&f.permissions).into_owned()),
                     owner: escape(&f.owner).into_owned(),
-                    content: generated(&f.content),
+                    content: if f.template {
+                        template(&f.content)
+                    } else {
+                        generated(&f.content)
+                    },
                 })
                 .collect(),
             runcmd: self

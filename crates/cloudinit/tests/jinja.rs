@@ -36,7 +36,15 @@ fn nasty_spec() -> MicroK8sConfigSpec {
         ic.https_proxy = Some(joined.clone());
         ic.no_proxy = Some("{{ no }},$NO,'x'".into());
         ic.snapstore_http_proxy = Some(joined.clone());
-        ic.extra_kubelet_args = Some(values.iter().map(|v| format!("--node-labels={v}")).collect());
+        // Kubelet arguments are the user's Jinja templates (instance data allowed): the nasty
+        // values without delimiters, and one using instance data.
+        let mut args: Vec<String> = values
+            .iter()
+            .filter(|v| !mk8s_cloudinit::jinja::has_delimiter(v))
+            .map(|v| format!("--node-labels={v}"))
+            .collect();
+        args.push("--node-labels=host={{ ds.meta_data.local_hostname }}".into());
+        ic.extra_kubelet_args = Some(args);
         ic.extra_write_files = Some(vec![CloudInitWriteFile {
             content: format!(
                 "{}\n{{% endraw %}}\n  indented {{{{ still }}}}\n\ttab\n",
@@ -103,7 +111,11 @@ fn nasty_values_arrive_intact_at_the_scripts() {
     assert!(!m.exists("/pwned"), "sourcing containerd-env executed a value");
 
     let kubelet = m.read("/var/snap/microk8s/current/args/kubelet");
-    let args = ic.extra_kubelet_args.unwrap_or_default().join("\n");
+    let args = ic
+        .extra_kubelet_args
+        .unwrap_or_default()
+        .join("\n")
+        .replace("{{ ds.meta_data.local_hostname }}", "node-1");
     assert!(kubelet.ends_with(&format!("\n{args}\n")), "{kubelet}");
 
     let file = &ic.extra_write_files.unwrap_or_default()[0];
@@ -190,6 +202,10 @@ fn user_commands_stay_jinja_templates() {
             "echo \"quoted\" {% if true %}z{% endif %}",
         ]),
         addons: v(&["{{ not-a-template }}"]),
+        extra_kubelet_args: v(&[
+            "--node-ip={{ ds.meta_data.local_hostname }}",
+            "--max-pods=110 {% if true %}{# c #}{% endif %}",
+        ]),
         ..Default::default()
     });
     let doc = render(&input(Role::Init { ca: ca() }, &spec)).expect("render");
@@ -214,6 +230,17 @@ fn user_commands_stay_jinja_templates() {
         .and_then(|r| r.iter().find(|e| e[0] == "/capi-scripts/60-enable-addons.sh"))
         .cloned();
     assert_eq!(addons.map(|a| a[1].clone()), Some("{{ not-a-template }}".into()));
+    // Kubelet arguments are templates too, line by line (a line ending in a tag keeps its
+    // line break).
+    let kubelet_args = parsed["write_files"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["path"] == "/var/tmp/extra-kubelet-args"))
+        .map(|f| f["content"].clone());
+    assert_eq!(
+        kubelet_args,
+        Some("--node-ip=node-1\n--max-pods=110 \n".into()),
+        "{text}"
+    );
 }
 
 #[test]

@@ -199,7 +199,14 @@ fn random_inputs_never_panic_and_always_render_valid_documents() {
                     mk8s_cloudinit::RunCmd::Shell(s) => Some(s),
                     mk8s_cloudinit::RunCmd::Argv(_) => None,
                 });
-                let user_has_form = commands.chain(&config.bootcmd).any(|s| {
+                // The kubelet arguments file is the user's template too.
+                let templates: Vec<String> = config
+                    .write_files
+                    .iter()
+                    .filter(|f| f.template)
+                    .flat_map(|f| f.content.lines().map(str::to_string))
+                    .collect();
+                let user_has_form = commands.chain(&config.bootcmd).chain(&templates).any(|s| {
                     let end = s.trim_end_matches('\n');
                     s.contains("{{ '") || end.ends_with("%}") || end.ends_with("#}")
                 });

@@ -34,11 +34,13 @@ fn owned(rows: &[&[&str]]) -> Vec<Vec<String>> {
 }
 
 fn has_file(config: &CloudConfig, content: &str, path: &str, permissions: &str) -> bool {
-    config.write_files.contains(&WriteFile {
-        path: path.into(),
-        permissions: permissions.into(),
-        owner: "root:root".into(),
-        content: content.into(),
+    config.write_files.iter().any(|f| {
+        (
+            f.path.as_str(),
+            f.permissions.as_str(),
+            f.owner.as_str(),
+            f.content.as_str(),
+        ) == (path, permissions, "root:root", content)
     })
 }
 
@@ -85,6 +87,7 @@ fn rendering_vector() {
             permissions: "0600".into(),
             owner: "root:root".into(),
             content: "test file".into(),
+            template: false,
         }],
         runcmd: vec![RunCmd::Shell("foo".into()), RunCmd::Shell("bar: test".into())],
         bootcmd: vec!["baz".into()],

@@ -201,7 +201,7 @@ impl Rng {
                         })
                         .collect()
                 }),
-                extra_kubelet_args: self.list(3, |r| r.text(false)),
+                extra_kubelet_args: self.list(3, |r| r.jinja_free_text(false)),
                 boot_commands: self.list(2, |r| r.jinja_free_text(true)),
                 pre_run_commands: self.list(2, |r| r.jinja_free_text(true)),
                 post_run_commands: self.list(2, |r| r.jinja_free_text(true)),
