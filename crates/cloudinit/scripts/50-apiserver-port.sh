@@ -48,8 +48,14 @@ cat >"${unit_dir}/${unit_name}" <<UNIT
 # Written by the MicroK8s Cluster API bootstrap (50-apiserver-port.sh).
 [Unit]
 Description=Redirect the MicroK8s API server port 16443 to 6443
+# Early boot, before the network, like a firewall: no default dependencies (those would order
+# it after basic.target, which comes after cloud-init and the network, and systemd would
+# break the cycle by dropping one of them at every boot).
+DefaultDependencies=no
 Wants=network-pre.target
-Before=network-pre.target
+After=local-fs.target systemd-modules-load.service
+Before=network-pre.target shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot

@@ -141,12 +141,43 @@ fn assert_control_plane(m: &Machine, run: &Run) {
         unit.contains("ExecStart=") && unit.contains("--dport 16443 -j REDIRECT --to-port 6443"),
         "{unit}"
     );
+    assert_boots_without_an_ordering_cycle(&unit);
     run.assert_called(&["systemctl", "enable", "capi-microk8s-apiserver-redirect.service"]);
     assert_eq!(m.read(paths::AUTH_TOKEN), AUTH);
     // disableDefaultCNI
     assert!(!m.exists("/var/snap/microk8s/current/args/cni-network/cni.yaml"));
     assert!(m.exists("/var/snap/microk8s/current/args/cni-network/cni.yaml.disabled"));
     assert!(run.calls.iter().all(|c| c[..] != ["apt-get"] && c[0] != "apt-get"));
+}
+
+/// `systemd-analyze verify` of the redirect unit in a boot with cloud-init and the network:
+/// an ordering cycle would make systemd drop one of them (or the unit) at every reboot.
+fn assert_boots_without_an_ordering_cycle(unit: &str) {
+    assert!(unit.contains("DefaultDependencies=no"), "{unit}");
+    if !require("systemd-analyze", &["--version"]) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("mk8s-unit-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("capi-microk8s-apiserver-redirect.service"), unit).unwrap();
+    std::fs::write(
+        dir.join("capi-boot-check.target"),
+        "[Unit]\nDescription=a node's boot\nWants=capi-microk8s-apiserver-redirect.service cloud-init.service systemd-networkd.service systemd-networkd-wait-online.service\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "./capi-boot-check.target"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("ordering cycle"), "{text}");
+    assert!(!text.contains("capi-microk8s-apiserver-redirect.service:"), "{text}");
 }
 
 #[test]
