@@ -36,11 +36,19 @@ while (($# > 0)); do
 done
 [[ -n ${channel} ]] || usage "${synopsis}"
 
+# One attempt. An attempt that timed out leaves snapd installing on its own (another install
+# would fail with "change in progress"): wait for that change first, and count it if it
+# succeeded.
+install_once() {
+  timeout 1200 snap watch --last=install >/dev/null 2>&1 || true
+  snap list microk8s >/dev/null 2>&1 && return 0
+  timeout 1200 snap install microk8s "--channel=${channel}" "${classic[@]}"
+}
+
 if snap list microk8s >/dev/null 2>&1; then
   log "MicroK8s is already installed (preinstalled image); not installing channel ${channel}"
 else
-  retry 5 15 "installing MicroK8s from channel ${channel}" \
-    timeout 1200 snap install microk8s "--channel=${channel}" "${classic[@]}"
+  retry 5 15 "installing MicroK8s from channel ${channel}" install_once
   log "installed MicroK8s from channel ${channel}"
 fi
 
