@@ -28,6 +28,7 @@ use mk8s_api::consts;
 use mk8s_pki::KeyAlgorithm;
 use mk8s_runtime::secret_cache::{SecretCache, secret_cache_slimmed};
 use mk8s_runtime::slim::slim_all;
+use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -108,12 +109,12 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
     let (lock_store, lock_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
 
     let machine_stream = watcher(rt.api_with::<Machine>(&machine_ar), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::management())
         .modify(|m: &mut Machine| slim_all(m.meta_mut()))
         .reflect(machine_writer)
         .touched_objects();
     let cluster_stream = watcher(rt.api_with::<Cluster>(&cluster_ar), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::management())
         .modify(|c: &mut Cluster| slim_all(c.meta_mut()))
         .reflect(cluster_writer)
         .touched_objects();
@@ -129,7 +130,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         }
     }));
     let lock_stream = watcher(rt.api::<PartialObjectMeta<ConfigMap>>(), labelled)
-        .default_backoff()
+        .backoff(WatchBackoff::management())
         .modify(|s: &mut PartialObjectMeta<ConfigMap>| slim_all(s.meta_mut()))
         .reflect(lock_writer)
         .touched_objects();
@@ -139,7 +140,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
     let config_writer = reflector::store::Writer::<MicroK8sConfig>::default();
     let configs = config_writer.as_reader();
     let config_stream = watcher(rt.api::<MicroK8sConfig>(), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::management())
         .modify(|c: &mut MicroK8sConfig| slim_all(c.meta_mut()))
         .reflect(config_writer)
         .applied_objects();

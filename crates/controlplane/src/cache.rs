@@ -23,6 +23,7 @@ use kube::core::{ApiResource, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
+use mk8s_runtime::backoff::WatchBackoff;
 use tracing::warn;
 
 use crate::error::Result;
@@ -90,7 +91,7 @@ impl InfraMeta {
         let kind = ar.kind.clone();
         let task = tokio::spawn(async move {
             let mut s = watcher(api, watcher::Config::default().labels(INFRA_SELECTOR).any_semantic())
-                .default_backoff()
+                .backoff(WatchBackoff::management())
                 .modify(|o| crate::machines::slim_metadata(&mut o.metadata))
                 .reflect(writer)
                 .boxed();

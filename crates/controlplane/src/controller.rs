@@ -24,6 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use mk8s_api::capi::{Cluster, ObjRef};
 use mk8s_api::consts::LABEL_CLUSTER_NAME;
 use mk8s_api::{MicroK8sConfig, MicroK8sControlPlane, MicroK8sControlPlaneStatus};
+use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use tracing::{debug, info, warn};
 
@@ -330,7 +331,7 @@ where
 {
     tokio::spawn(async move {
         let mut s = watcher(api, cfg)
-            .default_backoff()
+            .backoff(WatchBackoff::management())
             .modify(|o: &mut K| crate::machines::slim_metadata(o.meta_mut()))
             .reflect(writer)
             .touched_objects()
@@ -492,7 +493,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
     let mcp_writer = reflector::store::Writer::<MicroK8sControlPlane>::default();
     let mcp_store = mcp_writer.as_reader();
     let mcp_stream = watcher(mcp_api, rt.watcher_config())
-        .default_backoff()
+        .backoff(WatchBackoff::management())
         .modify(|o: &mut MicroK8sControlPlane| crate::machines::slim_metadata(o.meta_mut()))
         .reflect(mcp_writer)
         .applied_objects();

@@ -85,6 +85,18 @@ impl WatchBackoff {
         }
     }
 
+    /// The backoff of management-cluster watches: the figures of kube-runtime's default and
+    /// client-go's reflector (0.8 s doubling to 30 s, starting over after two quiet minutes),
+    /// without the default's start-over on every marker event — so an API server that is down
+    /// or restarting costs each watch a few attempts a minute rather than one a second.
+    pub fn management() -> Self {
+        WatchBackoff::new(
+            Duration::from_millis(800),
+            Duration::from_secs(30),
+            Duration::from_secs(120),
+        )
+    }
+
     /// The delay before the next attempt without jitter (what [`Iterator::next`] adds 0–25 %
     /// to).
     fn delay(&mut self) -> Duration {

@@ -32,6 +32,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::warn;
 
+use crate::backoff::WatchBackoff;
+
 /// How long our own write may be served while the watch shows its Secret absent. Far longer
 /// than any watch lag, short enough that a create the watch never showed is not trusted long.
 pub const IN_FLIGHT: Duration = Duration::from_secs(60);
@@ -144,7 +146,10 @@ impl SecretCacheFeed {
         mut touched: impl FnMut(&PartialObjectMeta<Secret>),
     ) {
         let cfg = watcher::Config::default().any_semantic();
-        let mut s = watcher(api, cfg).default_backoff().modify(slim_watched).boxed();
+        let mut s = watcher(api, cfg)
+            .backoff(WatchBackoff::management())
+            .modify(slim_watched)
+            .boxed();
         while let Some(ev) = s.next().await {
             match ev {
                 Ok(ev) => {
