@@ -447,8 +447,10 @@ async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, 
         },
     };
 
+    // Not while paused: a paused cluster (e.g. during clusterctl move) gets no writes.
     if let Some(c) = cluster.as_deref()
         && c.control_plane_initialized()
+        && !matches!(outcome, Outcome::Paused(_))
     {
         release_lock_if_held(ctx, c).await?;
     }
