@@ -26,9 +26,9 @@ use mk8s_api::MicroK8sConfig;
 use mk8s_api::capi::{Cluster, ClusterExt, Machine, MachineExt};
 use mk8s_api::consts;
 use mk8s_pki::KeyAlgorithm;
+use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::secret_cache::{SecretCache, secret_cache_slimmed};
 use mk8s_runtime::slim::slim_all;
-use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -544,6 +544,8 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
 
     let mut ca_condition = None;
     let mut init_lock_held = false;
+    // The joined control plane's port scheme, for a joining role.
+    let mut cluster_remap = None;
     let role = match g.role {
         Role::Init => {
             let ca = match secrets::ca(&source, cluster).await? {
@@ -659,6 +661,16 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
                     .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()))
             };
             let initialized_by = initializers(in_ns(), &ctx.configs, &g.cluster);
+            cluster_remap = decide::cluster_port_remap(
+                in_ns(),
+                |m| {
+                    config_ref_of(m)
+                        .and_then(|r| ctx.configs.get(&r))
+                        .map(|c| c.spec.port_compatibility_remap())
+                },
+                &g.cluster,
+                &g.machine,
+            );
             let addresses = decide::join_addresses(in_ns(), &g.cluster, &g.machine, &initialized_by);
             if addresses.is_empty() {
                 return Ok(if cluster.control_plane_initialized() {
@@ -692,9 +704,10 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
         mk8s_cloudinit::Role::Init { .. } => vec![],
     };
     let port = u16::try_from(g.endpoint.port).unwrap_or(0);
+    let spec = decide::with_cluster_ports(&cfg.spec, cluster_remap);
     let rendered = mk8s_cloudinit::render(&mk8s_cloudinit::RenderInput {
         role,
-        spec: &cfg.spec,
+        spec: &spec,
         kubernetes_version: &g.version,
         endpoint_host: &g.endpoint.host,
         endpoint_port: port,

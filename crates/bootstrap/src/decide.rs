@@ -2,7 +2,10 @@
 //! `MicroK8sConfig`, its Machine and its Cluster, decide the one next step. No I/O here; every
 //! gating row is a table test below.
 
+use std::borrow::Cow;
+
 use mk8s_api::MicroK8sConfig;
+use mk8s_api::bootstrap::MicroK8sConfigSpec;
 use mk8s_api::capi::{ApiEndpoint, Cluster, ClusterExt, Machine, MachineExt};
 use mk8s_api::consts;
 
@@ -382,6 +385,44 @@ pub fn join_addresses<'a>(
     vec![]
 }
 
+/// The port scheme (`clusterConfiguration.portCompatibilityRemap`) of the control plane a
+/// machine joins: the value the configs of the cluster's control plane machines (other than
+/// `exclude`, not being deleted) agree on, `remap_of` reading a machine's config (`None`: not
+/// found). `None` when no config is known or they disagree.
+pub fn cluster_port_remap<'a>(
+    machines: impl IntoIterator<Item = &'a Machine>,
+    remap_of: impl Fn(&Machine) -> Option<bool>,
+    cluster: &str,
+    exclude: &str,
+) -> Option<bool> {
+    let mut seen = machines
+        .into_iter()
+        .filter(|m| m.spec.cluster_name == cluster && m.is_control_plane() && !m.is_deleting())
+        .filter(|m| m.metadata.name.as_deref() != Some(exclude))
+        .filter_map(remap_of);
+    let first = seen.next()?;
+    seen.all(|v| v == first).then_some(first)
+}
+
+/// The spec a joining machine's data is rendered from: its own, with the port scheme of the
+/// control plane it joins when that is known and differs. The scheme decides the cluster
+/// agent port in the join URLs, so a worker template that leaves `portCompatibilityRemap` at
+/// its default while the control plane sets it to false (Canonical's provider then joins
+/// on the wrong port until the node gives up) joins all the same, and its own agent listens
+/// where the control plane's do.
+pub fn with_cluster_ports(spec: &MicroK8sConfigSpec, cluster_remap: Option<bool>) -> Cow<'_, MicroK8sConfigSpec> {
+    match cluster_remap {
+        Some(v) if v != spec.port_compatibility_remap() => {
+            let mut s = spec.clone();
+            s.cluster_configuration
+                .get_or_insert_with(Default::default)
+                .port_compatibility_remap = Some(v);
+            Cow::Owned(s)
+        }
+        _ => Cow::Borrowed(spec),
+    }
+}
+
 /// The addresses a joining machine's data joins through when none of them is left: its
 /// Machine has no node yet, and no control plane machine of its cluster (other than itself,
 /// and not being deleted) has any of `recorded` (the [`JOIN_ADDRESSES_ANNOTATION`]) among its
@@ -737,6 +778,63 @@ mod tests {
             "2026-01-01T00:00:01Z",
         )];
         assert_eq!(join_addresses(&external_only, "c", "self", &[]), ["203.0.113.1"]);
+    }
+
+    #[test]
+    fn joining_machines_take_the_control_planes_port_scheme() {
+        let mk = |name: &str, cp: bool, deleting: bool| {
+            let mut meta = json!({"name": name});
+            if deleting {
+                meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            machine(cp, json!({"metadata": meta, "spec": {}}))
+        };
+        let machines = vec![
+            mk("a", true, false),
+            mk("b", true, false),
+            mk("gone", true, true),
+            mk("w", false, false),
+            mk("self", true, false),
+        ];
+        let remap = |table: &'static [(&'static str, bool)]| {
+            move |m: &Machine| {
+                table
+                    .iter()
+                    .find(|(n, _)| m.metadata.name.as_deref() == Some(n))
+                    .map(|(_, v)| *v)
+            }
+        };
+        let agree = remap(&[("a", false), ("b", false), ("gone", true), ("w", true), ("self", true)]);
+        assert_eq!(cluster_port_remap(&machines, agree, "c", "self"), Some(false));
+        assert_eq!(
+            cluster_port_remap(&machines, remap(&[("a", false)]), "c", "self"),
+            Some(false),
+            "unknown configs do not count"
+        );
+        assert_eq!(
+            cluster_port_remap(&machines, remap(&[("a", false), ("b", true)]), "c", "self"),
+            None,
+            "disagreement"
+        );
+        assert_eq!(cluster_port_remap(&machines, remap(&[]), "c", "self"), None);
+        assert_eq!(
+            cluster_port_remap(&machines, remap(&[("a", false)]), "other", "self"),
+            None
+        );
+
+        let default = MicroK8sConfigSpec::default();
+        assert!(matches!(with_cluster_ports(&default, None), Cow::Borrowed(_)));
+        assert!(matches!(with_cluster_ports(&default, Some(true)), Cow::Borrowed(_)));
+        let aligned = with_cluster_ports(&default, Some(false));
+        assert!(!aligned.port_compatibility_remap());
+        let off = MicroK8sConfigSpec {
+            cluster_configuration: Some(mk8s_api::bootstrap::ClusterConfiguration {
+                port_compatibility_remap: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(with_cluster_ports(&off, Some(true)).port_compatibility_remap());
     }
 
     #[test]
