@@ -153,12 +153,27 @@ fn count(n: usize) -> i32 {
 }
 
 /// The primary activity a wait message belongs to.
+/// Machines, deleting ones included: a scale-down or a rollout lasts until the machines it
+/// deletes are gone (their drain and member removal are part of it), as with KCP.
+fn all_machines(cp: &ControlPlane) -> i32 {
+    i32::try_from(cp.machines.len()).unwrap_or(i32::MAX)
+}
+
+/// Out-of-date machines, deleting ones included (see [`all_machines`]).
+fn outdated_machines(cp: &ControlPlane, plan: &Plan) -> usize {
+    plan.outdated.len()
+        + cp.machines
+            .iter()
+            .filter(|m| m.deleting && !upgrade::outdated(cp, m).is_empty())
+            .count()
+}
+
 fn activity(cp: &ControlPlane, plan: &Plan) -> &'static str {
     if plan.current < cp.desired.replicas {
         SCALING_UP
-    } else if plan.current > cp.desired.replicas {
+    } else if all_machines(cp) > cp.desired.replicas {
         SCALING_DOWN
-    } else if !plan.outdated.is_empty() {
+    } else if outdated_machines(cp, plan) > 0 {
         ROLLING_OUT
     } else {
         ""
@@ -313,7 +328,7 @@ pub fn compute(
     // Operations.
     let rolling_out = if let Some(vp) = &plan.version_problem {
         Condition::false_(ROLLING_OUT, vp.reason(), vp.message())
-    } else if plan.outdated.is_empty() {
+    } else if outdated_machines(cp, plan) == 0 {
         Condition::false_(ROLLING_OUT, "NotRollingOut", "")
     } else {
         let how = if plan.rolling {
@@ -321,7 +336,7 @@ pub fn compute(
         } else {
             "upgrading in place"
         };
-        let base = format!("{how} {} out-of-date machine(s)", plan.outdated.len());
+        let base = format!("{how} {} out-of-date machine(s)", outdated_machines(cp, plan));
         Condition::true_(
             ROLLING_OUT,
             "RollingOut",
@@ -342,12 +357,13 @@ pub fn compute(
         Condition::false_(SCALING_UP, "NotScalingUp", "")
     };
     set(scaling_up.clone());
-    let scaling_down = if current > desired {
+    let all = all_machines(cp);
+    let scaling_down = if all > desired {
         Condition::true_(
             SCALING_DOWN,
             "ScalingDown",
             with_note(
-                format!("scaling down from {current} to {desired} replicas"),
+                format!("scaling down from {all} to {desired} replicas"),
                 note.as_ref().filter(|_| activity == SCALING_DOWN),
             ),
         )
@@ -743,6 +759,40 @@ mod tests {
             assert_eq!(st.unavailable_replicas, Some(*un), "{ready:?}");
             assert!(st.unavailable_replicas.unwrap() >= 0);
         }
+    }
+
+    #[test]
+    fn scaling_down_and_rolling_out_last_until_the_machines_are_gone() {
+        // 3 -> 1: the second deletion is under way (its member being removed).
+        let mut b = healthy("b", 2, "v1.33.0");
+        b.deleting = true;
+        let cp1 = cp(1, "v1.33.0", vec![b, healthy("c", 3, "v1.33.0")]);
+        let st = status_of(&cp1);
+        let down = cond(&st, SCALING_DOWN);
+        assert_eq!(down.status, "True");
+        assert!(down.message.contains("from 2 to 1"), "{}", down.message);
+        assert_eq!(cond(&st, READY).status, "False");
+        // A rollout's last outdated machine being deleted: still rolling out.
+        let mut old = healthy("a", 1, "v1.32.0");
+        old.deleting = true;
+        let cp3 = cp(
+            3,
+            "v1.33.0",
+            vec![
+                old,
+                healthy("b", 2, "v1.33.0"),
+                healthy("c", 3, "v1.33.0"),
+                healthy("d", 4, "v1.33.0"),
+            ],
+        );
+        let st = status_of(&cp3);
+        assert_eq!(cond(&st, ROLLING_OUT).status, "True");
+        assert!(cond(&st, ROLLING_OUT).message.contains("1 out-of-date"));
+        // Gone: neither.
+        let done = cp(1, "v1.33.0", vec![healthy("c", 3, "v1.33.0")]);
+        let st = status_of(&done);
+        assert_eq!(cond(&st, SCALING_DOWN).status, "False");
+        assert_eq!(cond(&st, ROLLING_OUT).status, "False");
     }
 
     #[test]
