@@ -934,3 +934,77 @@ async fn initialized_survives_a_lost_status_and_a_replaced_first_node() {
     env.wait_settled(3).await;
     ctl.stop().await;
 }
+
+/// A Machine deleted by someone else (a user, a MachineHealthCheck's owner…) while another
+/// member's node is not Ready keeps its member until a majority survives the removal.
+#[tokio::test]
+async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "quorum").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(3, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(3).await;
+    let names: Vec<String> = env.cp_machines().await.iter().map(ResourceExt::name_any).collect();
+    let (victim, laggard) = (names[0].clone(), names[1].clone());
+    let nodes: Api<Node> = Api::all(env.wclient.clone());
+    let ip_of = |n: &Node| {
+        n.status.as_ref().unwrap().addresses.as_ref().unwrap()[0]
+            .address
+            .clone()
+    };
+    let laggard_ip = ip_of(&nodes.get(&laggard).await.unwrap());
+    let victim_ip = ip_of(&nodes.get(&victim).await.unwrap());
+    let set_ready = |ready: bool| {
+        let (nodes, laggard, ip) = (nodes.clone(), laggard.clone(), laggard_ip.clone());
+        async move {
+            nodes
+                .patch_status(
+                    &laggard,
+                    &PatchParams::default(),
+                    &Patch::Merge(node_status(&ip, "v1.33.7", ready)),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_ready(false).await;
+    // Two of three Ready: still Available, but removing a Ready member would leave one of two.
+    env.api(&machine_ar())
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let holding =
+        |c: &mk8s_api::conditions::Condition| c.message.contains("no majority") && c.message.contains(&victim);
+    env.wait("the removal held, saying why", || async {
+        let st = env.mcp().await.status.unwrap_or_default();
+        st.conditions.iter().any(&holding)
+    })
+    .await;
+    // Held across the reconciles the fake's ticks cause.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let removals = fake.log(|l| l.actions.iter().filter(|a| a.0 == "dqlite-remove").count());
+    assert_eq!(removals, 0, "no member removed while it would cost the majority");
+    let m = env.api(&machine_ar()).get(&victim).await.unwrap();
+    assert!(annotation(&m, HOOK).is_some(), "the hook holds the machine");
+    assert_eq!(
+        env.cp_machines().await.len(),
+        3,
+        "no replacement while a removal is pending"
+    );
+
+    // The node recovers: the member goes, through a survivor, and a replacement follows.
+    set_ready(true).await;
+    env.wait("the victim deleted through its hook", || async {
+        fake.log(|l| l.deleted_with_hook.contains(&victim))
+    })
+    .await;
+    let actions = fake.log(|l| l.actions.clone());
+    let removal = actions.iter().find(|a| a.0 == "dqlite-remove").expect("a removal");
+    assert!(removal.2[0].starts_with(&format!("{victim_ip}:")), "{removal:?}");
+    assert!(!removal.2[1].starts_with(&format!("{victim_ip}:")), "{removal:?}");
+    env.wait_settled(3).await;
+    ctl.stop().await;
+}
