@@ -12,7 +12,7 @@ use crate::gate;
 use crate::model::ControlPlane;
 use crate::remediation::{self, RemediationData, RemediationDecision};
 use crate::scale;
-use crate::upgrade::{self, VersionProblem};
+use crate::upgrade::{self, InPlacePhase, VersionProblem};
 
 /// Why a machine is created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub enum Step {
     Wait(String),
     /// Create a control plane machine.
     Create {
+        /// Its `spec.version` ([`upgrade::creation_version`]).
+        version: String,
         /// Its failure domain.
         failure_domain: Option<String>,
         /// Why.
@@ -127,7 +129,7 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
     };
     p.step = if let Some(vp) = version_problem {
         Step::Wait(vp.message())
-    } else if let Some(b) = busy {
+    } else if let Some(b) = busy.filter(|_| !remediates_failed_in_place(cp, &remediation)) {
         Step::Wait(b)
     } else if let Some(d) = cp.machines.iter().find(|m| m.deleting) {
         Step::Wait(format!("waiting for machine {} to be deleted", d.name))
@@ -149,6 +151,7 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
     } else if current < desired {
         match gate::can_add(cp) {
             Ok(()) => Step::Create {
+                version: upgrade::creation_version(cp, rolling),
                 failure_domain: scale::failure_domain_for_new(cp),
                 why: CreateWhy::ScaleUp,
             },
@@ -158,7 +161,11 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
         .remediation_in_progress
         .as_ref()
         .is_some_and(|r| cp.machine(&r.machine).is_none())
+        && (!rolling || p.outdated.is_empty())
     {
+        // No replacement is coming: the record would otherwise go with the next machine
+        // created, as it does during a rolling upgrade (so that a new template failing again
+        // and again counts against spec.remediation.maxRetry).
         Step::ClearRemediation
     } else if current > desired {
         match scale::victim(cp) {
@@ -179,6 +186,17 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
     p
 }
 
+/// The machine to remediate is one whose in-place upgrade failed: that failure, which
+/// otherwise holds every other step until a user looks, does not hold its remediation.
+fn remediates_failed_in_place(cp: &ControlPlane, remediation: &RemediationDecision) -> bool {
+    let RemediationDecision::Remediate { machine, .. } = remediation else {
+        return false;
+    };
+    cp.machine(machine)
+        .and_then(|m| m.in_place.as_ref())
+        .is_some_and(|s| s.phase == InPlacePhase::Failed)
+}
+
 fn rollout_step(cp: &ControlPlane, rolling: bool, api_ready: Option<bool>) -> Step {
     if rolling {
         // maxSurge 0 removes first; the schema only allows it from 3 replicas.
@@ -196,6 +214,7 @@ fn rollout_step(cp: &ControlPlane, rolling: bool, api_ready: Option<bool>) -> St
         }
         return match gate::can_add(cp) {
             Ok(()) => Step::Create {
+                version: upgrade::creation_version(cp, rolling),
                 failure_domain: scale::failure_domain_for_new(cp),
                 why: CreateWhy::Rollout,
             },
@@ -208,7 +227,7 @@ fn rollout_step(cp: &ControlPlane, rolling: bool, api_ready: Option<bool>) -> St
     let Some(m) = upgrade::next_in_place_machine(cp, track) else {
         return Step::Wait(format!("no machine is ready for an in-place upgrade to {track}"));
     };
-    match gate::can_disrupt(cp, &m.name, api_ready) {
+    match gate::can_refresh(cp, &m.name, api_ready) {
         Ok(()) => Step::InPlace {
             machine: m.name.clone(),
             track,
@@ -414,10 +433,132 @@ mod tests {
             plan(&cp5, None, Some(true)).step,
             Step::Delete { ref machine, why: DeleteWhy::Remediation(_) } if machine == "b"
         ));
-        // The victim's own node may be down; another one may not.
+        // The victim's own node may be down, and another one too while a majority of the
+        // others is Ready (KCP's rule: one failure does not hold the remediation of another).
         cp5.nodes[1].ready = false;
         assert!(matches!(plan(&cp5, None, Some(true)).step, Step::Delete { .. }));
         cp5.nodes[3].ready = false;
-        assert!(matches!(plan(&cp5, None, Some(true)).step, Step::Wait(m) if m.contains("before remediating")));
+        assert!(matches!(plan(&cp5, None, Some(true)).step, Step::Delete { ref machine, .. } if machine == "b"));
+        assert!(matches!(plan(&cp5, None, None).step, Step::Wait(m) if m.contains("before remediating")));
+        cp5.nodes[2].ready = false;
+        assert!(matches!(
+            plan(&cp5, None, Some(true)).remediation,
+            RemediationDecision::Blocked {
+                reason: "CannotBeRemediated",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_remediation_record_goes_with_the_next_rollout_machine() {
+        let mut cp3 = cp(
+            3,
+            "v1.33.0",
+            vec![
+                healthy("a", 1, "v1.32.0"),
+                healthy("b", 2, "v1.32.0"),
+                healthy("c", 3, "v1.32.0"),
+            ],
+        );
+        // The surge machine "d" was remediated; the rollout still needs a new machine.
+        cp3.remediation_in_progress = Some(RemediationData {
+            machine: "d".into(),
+            timestamp: cp3.now,
+            retry_count: 0,
+        });
+        assert!(matches!(
+            plan(&cp3, None, Some(true)).step,
+            Step::Create {
+                why: CreateWhy::Rollout,
+                ..
+            }
+        ));
+        // Nothing to roll out: no machine is coming, the record goes.
+        let mut done = cp3.clone();
+        for m in &mut done.machines {
+            m.version = Some("v1.33.0".into());
+        }
+        assert_eq!(plan(&done, None, Some(true)).step, Step::ClearRemediation);
+        // In place: no machine is created either.
+        let mut in_place = cp3.clone();
+        in_place.desired.strategy = UpgradeStrategy::InPlace;
+        assert_eq!(plan(&in_place, None, Some(true)).step, Step::ClearRemediation);
+    }
+
+    #[test]
+    fn a_failed_in_place_upgrade_does_not_hold_its_machines_remediation() {
+        let mut cp3 = cp(
+            3,
+            "v1.34.0",
+            vec![
+                healthy("a", 1, "v1.33.0"),
+                healthy("b", 2, "v1.34.0"),
+                healthy("c", 3, "v1.34.0"),
+            ],
+        );
+        cp3.desired.strategy = UpgradeStrategy::InPlace;
+        let failed = crate::upgrade::InPlaceState {
+            track: "1.34".into(),
+            channel: "1.34/stable".into(),
+            classic: true,
+            phase: InPlacePhase::Failed,
+            pod: "p".into(),
+            node: "a".into(),
+            since: cp3.now,
+            failures: 3,
+            message: Some("refresh failed".into()),
+        };
+        cp3.machines[0].in_place = Some(failed);
+        let busy = || Some("in-place upgrade failed 3 times".to_string());
+        assert!(matches!(plan(&cp3, busy(), Some(true)).step, Step::Wait(m) if m.contains("failed 3 times")));
+        cp3.machines[0].health_check_failed = true;
+        cp3.machines[0].owner_remediation_requested = true;
+        assert!(matches!(
+            plan(&cp3, busy(), Some(true)).step,
+            Step::Delete { ref machine, why: DeleteWhy::Remediation(_) } if machine == "a"
+        ));
+        // Another machine's remediation still waits for it.
+        cp3.machines[0].health_check_failed = false;
+        cp3.machines[0].owner_remediation_requested = false;
+        cp3.machines[1].health_check_failed = true;
+        cp3.machines[1].owner_remediation_requested = true;
+        assert!(matches!(plan(&cp3, busy(), Some(true)).step, Step::Wait(m) if m.contains("failed 3 times")));
+    }
+
+    #[test]
+    fn machines_created_during_an_in_place_upgrade_join_at_its_current_step() {
+        let mut cp3 = cp(
+            3,
+            "v1.34.2",
+            vec![healthy("a", 1, "v1.32.4"), healthy("b", 2, "v1.33.5")],
+        );
+        cp3.desired.strategy = UpgradeStrategy::InPlace;
+        assert!(matches!(
+            plan(&cp3, None, Some(true)).step,
+            Step::Create { ref version, why: CreateWhy::ScaleUp, .. } if version == "v1.33.5"
+        ));
+        cp3.machines.remove(1);
+        cp3.nodes.remove(1);
+        assert!(matches!(
+            plan(&cp3, None, Some(true)).step,
+            Step::Create { ref version, .. } if version == "v1.33.0"
+        ));
+        // The last step is the spec's version; rolling upgrades refuse skips instead.
+        cp3.machines[0].version = Some("v1.33.5".into());
+        assert!(matches!(
+            plan(&cp3, None, Some(true)).step,
+            Step::Create { ref version, .. } if version == "v1.34.2"
+        ));
+        cp3.machines[0].version = Some("v1.32.4".into());
+        cp3.desired.strategy = UpgradeStrategy::Rolling;
+        assert!(matches!(plan(&cp3, None, Some(true)).step, Step::Wait(_)));
+    }
+
+    #[test]
+    fn no_in_place_step_on_a_node_that_is_down() {
+        let mut cp1 = cp(1, "v1.34.0", vec![healthy("a", 1, "v1.33.0")]);
+        cp1.nodes[0].ready = false;
+        assert!(matches!(plan(&cp1, None, Some(true)).step, Step::Wait(m) if m.contains("a's node is not Ready")));
     }
 }

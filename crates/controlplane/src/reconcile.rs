@@ -426,9 +426,13 @@ impl<'a> Rec<'a> {
             requeue = min_wait(requeue, *retry_after);
         }
         match p.step.clone() {
-            Step::Create { failure_domain, why } => {
+            Step::Create {
+                version,
+                failure_domain,
+                why,
+            } => {
                 if let Err((reason, message)) = self
-                    .create_machine(&cp, cluster, failure_domain.as_deref(), &why, &uid)
+                    .create_machine(&cp, cluster, &version, failure_domain.as_deref(), &why, &uid)
                     .await
                 {
                     let seen = self
@@ -636,6 +640,9 @@ impl<'a> Rec<'a> {
             .get(&self.ns, &consts::auth_token_secret(cluster))
             .await?
             .and_then(|s| kubeconfig::secret_text(&s, consts::KEY_AUTH_TOKEN))
+            // As the bootstrap provider writes it to the nodes: a token a user stored with a
+            // trailing newline must still match theirs.
+            .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty()))
     }
 
@@ -1095,6 +1102,7 @@ impl<'a> Rec<'a> {
         &self,
         cp: &ControlPlane,
         cluster: &Cluster,
+        version: &str,
         failure_domain: Option<&str>,
         why: &CreateWhy,
         uid: &str,
@@ -1147,7 +1155,7 @@ impl<'a> Rec<'a> {
             namespace: &self.ns,
             cluster: &cluster_name,
             mcp: (&self.name, uid),
-            version: &cp.desired.version_string,
+            version,
             failure_domain,
             infra: (&infra_ar.group, &infra_ar.api_version, &infra_ar.kind, &infra_name),
             remediation_for: remediation_for.as_ref(),

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use mk8s_api::version::Track;
+use mk8s_api::version::{KubeVersion, Track};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ControlPlane, MachineView};
@@ -171,6 +171,24 @@ pub fn next_step(cp: &ControlPlane) -> Option<Track> {
         })
     } else {
         Some(spec)
+    }
+}
+
+/// The `spec.version` of a control plane machine created now: the spec's, except while an
+/// in-place upgrade steps through minors — then its current step's (an existing machine's
+/// version at that track, else `.0`), so that a new machine (a scale-up, a remediation's
+/// replacement) never joins more than one minor above the oldest member; the in-place upgrade
+/// then takes it along with the others.
+pub fn creation_version(cp: &ControlPlane, rolling: bool) -> String {
+    let spec = cp.desired.track();
+    match next_step(cp) {
+        Some(step) if !rolling && step < spec => cp
+            .active()
+            .filter(|m| m.track() == Some(step))
+            .filter_map(|m| m.version.clone())
+            .max_by_key(|v| KubeVersion::parse(v).map(|k| k.patch).unwrap_or(0))
+            .unwrap_or_else(|| format!("v{}.{}.0", step.major, step.minor)),
+        _ => cp.desired.version_string.clone(),
     }
 }
 
