@@ -754,6 +754,20 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
         ),
     )
     .await;
+    let marked = decide::jinja_marked_files(&cfg.spec);
+    if !marked.is_empty() {
+        event(
+            ctx,
+            cfg,
+            EventType::Warning,
+            "ExtraWriteFilesNotTemplated",
+            format!(
+                "extraWriteFiles {} contain Jinja markers ({{{{, {{% or {{#): they are written as they are, not rendered by cloud-init (Canonical's provider rendered them); fill in instance data from a preRunCommand instead",
+                marked.join(", ")
+            ),
+        )
+        .await;
+    }
     Ok((
         Outcome::Available {
             secret: cfg.name_any(),

@@ -423,6 +423,19 @@ pub fn with_cluster_ports(spec: &MicroK8sConfigSpec, cluster_remap: Option<bool>
     }
 }
 
+/// The paths of `extraWriteFiles` whose content has Jinja markers (`{{`, `{%`, `{#`). We write
+/// files as they are (Canonical's provider had cloud-init render them as Jinja, which failed
+/// the whole bootstrap on content such as a Go or Helm template); a user migrating a template
+/// that relied on instance data in a file is told so rather than finding the braces on disk.
+pub fn jinja_marked_files(spec: &MicroK8sConfigSpec) -> Vec<String> {
+    spec.init_configuration
+        .iter()
+        .flat_map(|i| i.extra_write_files.iter().flatten())
+        .filter(|f| ["{{", "{%", "{#"].iter().any(|m| f.content.contains(m)))
+        .map(|f| f.path.clone())
+        .collect()
+}
+
 /// The addresses a joining machine's data joins through when none of them is left: its
 /// Machine has no node yet, and no control plane machine of its cluster (other than itself,
 /// and not being deleted) has any of `recorded` (the [`JOIN_ADDRESSES_ANNOTATION`]) among its
@@ -778,6 +791,30 @@ mod tests {
             "2026-01-01T00:00:01Z",
         )];
         assert_eq!(join_addresses(&external_only, "c", "self", &[]), ["203.0.113.1"]);
+    }
+
+    #[test]
+    fn files_with_jinja_markers_are_named() {
+        let file = |path: &str, content: &str| mk8s_api::bootstrap::CloudInitWriteFile {
+            content: content.into(),
+            path: path.into(),
+            permissions: "0644".into(),
+            owner: "root:root".into(),
+        };
+        let spec = MicroK8sConfigSpec {
+            init_configuration: Some(mk8s_api::bootstrap::InitConfiguration {
+                extra_write_files: Some(vec![
+                    file("/a", "host={{ ds.meta_data.local_hostname }}"),
+                    file("/b", "plain { braces }"),
+                    file("/c", "{% if x %}y{% endif %}"),
+                    file("/d", "{# note #}"),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(jinja_marked_files(&spec), ["/a", "/c", "/d"]);
+        assert!(jinja_marked_files(&MicroK8sConfigSpec::default()).is_empty());
     }
 
     #[test]

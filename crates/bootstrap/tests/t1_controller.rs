@@ -859,3 +859,63 @@ async fn init_data_that_cannot_be_rendered_gives_the_lock_back() {
     assert_eq!(role_of(&env.data("classic").await), "init");
     ctrl.stop().await;
 }
+
+/// A worker template that leaves `portCompatibilityRemap` at its default joins a control plane
+/// that turned it off on the control plane's cluster agent port; a file with Jinja markers is
+/// written as is, with a Warning Event saying so.
+#[tokio::test]
+async fn workers_join_on_the_control_planes_port_scheme() {
+    let Some(env) = env("ports").await else { return };
+    env.cluster("p", true, true).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    env.machine(
+        "p",
+        "cp",
+        true,
+        Some("v1.33.4"),
+        json!({"clusterConfiguration": {"portCompatibilityRemap": false}}),
+    )
+    .await;
+    env.wait_reason("cp", "True/DataSecretCreated").await;
+    env.in_phase("cp", "10.4.0.1", "Provisioned").await;
+    env.machine(
+        "p",
+        "w",
+        false,
+        Some("v1.33.4"),
+        json!({"initConfiguration": {"extraWriteFiles": [
+            {"path": "/etc/motd", "content": "{{ ds.meta_data.local_hostname }}", "permissions": "0644", "owner": "root:root"}]}}),
+    )
+    .await;
+    let worker = env.data("w").await;
+    assert!(
+        worker.contains("10.4.0.1:25000/"),
+        "the control plane's agent port:\n{worker}"
+    );
+    assert!(!worker.contains("10.4.0.1:30000/"), "{worker}");
+    let events = || async {
+        Api::<Event>::namespaced(env.client.clone(), &env.ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+    };
+    wait_for(TIMEOUT, "the Jinja Warning Event", || async {
+        events().await.iter().any(|e| {
+            e.reason.as_deref() == Some("ExtraWriteFilesNotTemplated")
+                && e.type_.as_deref() == Some("Warning")
+                && e.note.as_deref().is_some_and(|n| n.contains("/etc/motd"))
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("w")
+        })
+    })
+    .await;
+    assert!(
+        !events()
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ExtraWriteFilesNotTemplated")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("cp")),
+        "no warning for a config without markers"
+    );
+    ctrl.stop().await;
+}
