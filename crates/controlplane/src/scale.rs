@@ -30,8 +30,9 @@ pub fn failure_domain_for_new(cp: &ControlPlane) -> Option<String> {
 /// The machine to remove on scale-down: machines carrying `cluster.x-k8s.io/delete-machine`
 /// first, else out-of-date machines, else all; among those, unhealthy ones (node not Ready,
 /// or a failed health check) if any — removing one costs nothing that works, while removing
-/// another would wait for it to recover; among those, the ones in the failure domain holding
-/// the most machines; among those the oldest.
+/// another would wait for it to recover; among those, when the cluster has failure domains,
+/// the ones in none of them (a domain removed from the Cluster, or none set), as KCP does;
+/// else the ones in the failure domain holding the most machines; among those the oldest.
 pub fn victim(cp: &ControlPlane) -> Option<&MachineView> {
     let active: Vec<&MachineView> = cp.active().collect();
     let annotated: Vec<&MachineView> = active.iter().copied().filter(|m| m.delete_annotation).collect();
@@ -49,6 +50,15 @@ pub fn victim(cp: &ControlPlane) -> Option<&MachineView> {
         .filter(|m| !cp.node_ready(m) || m.health_check_failed)
         .collect();
     let candidates = if unhealthy.is_empty() { candidates } else { unhealthy };
+    if !cp.failure_domains.is_empty()
+        && let Some(stray) = candidates.iter().find(|m| {
+            m.failure_domain
+                .as_ref()
+                .is_none_or(|f| !cp.failure_domains.contains(f))
+        })
+    {
+        return Some(stray);
+    }
     let mut per_domain: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     for m in &active {
         *per_domain.entry(m.failure_domain.as_deref()).or_default() += 1;
@@ -128,6 +138,16 @@ mod tests {
         with_outdated[4].delete_annotation = true;
         let cp2 = cp(3, "v1.33.0", with_outdated);
         assert_eq!(victim(&cp2).unwrap().name, "e", "the annotation wins");
+
+        // A machine in a failure domain the Cluster no longer lists (or in none) goes first.
+        let mut listed = cp(3, "v1.33.0", base.clone());
+        listed.failure_domains = vec!["z1".into(), "z2".into()];
+        assert_eq!(victim(&listed).unwrap().name, "b", "all listed: the crowded domain");
+        listed.failure_domains = vec!["z2".into()];
+        assert_eq!(victim(&listed).unwrap().name, "a", "z1 was removed");
+        listed.failure_domains = vec!["z1".into(), "z2".into()];
+        listed.machines[3].failure_domain = None;
+        assert_eq!(victim(&listed).unwrap().name, "d", "no failure domain");
 
         let no_fd = cp(
             1,
