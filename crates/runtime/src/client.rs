@@ -26,6 +26,9 @@ pub enum ClientError {
     /// API discovery failed.
     #[error("API discovery: {0}")]
     Discovery(#[source] kube::Error),
+    /// A workload kubeconfig asks for something other than inline credentials.
+    #[error("the workload cluster's kubeconfig may only carry inline credentials and certificates: {0}")]
+    NotInline(String),
     /// CAPI core is not installed.
     #[error("Cluster API core is not installed: group {GROUP} serves none of v1beta2, v1beta1 (served: {0})")]
     NoCapi(String),
@@ -88,9 +91,44 @@ impl Default for WorkloadTimeouts {
     }
 }
 
+/// What in a workload kubeconfig would make this manager run a program or read its own
+/// files: the Secret is writable by more people than the manager's service account (whose
+/// token a `tokenFile` pointing at it would send to the kubeconfig's server).
+fn not_inline(kc: &Kubeconfig) -> Vec<String> {
+    let mut found = vec![];
+    for a in &kc.auth_infos {
+        let Some(i) = &a.auth_info else { continue };
+        let user = &a.name;
+        let fields = [
+            ("exec", i.exec.is_some()),
+            ("auth-provider", i.auth_provider.is_some()),
+            ("tokenFile", i.token_file.is_some()),
+            ("client-certificate", i.client_certificate.is_some()),
+            ("client-key", i.client_key.is_some()),
+        ];
+        found.extend(
+            fields
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(f, _)| format!("user {user}: {f}")),
+        );
+    }
+    for c in &kc.clusters {
+        if c.cluster.as_ref().is_some_and(|c| c.certificate_authority.is_some()) {
+            found.push(format!("cluster {}: certificate-authority", c.name));
+        }
+    }
+    found
+}
+
 /// A client for a workload cluster from its kubeconfig (the `<cluster>-kubeconfig` Secret).
+/// Only inline credentials are accepted (see [`not_inline`]).
 pub async fn workload_client(kubeconfig_yaml: &str, timeouts: WorkloadTimeouts) -> Result<Client, ClientError> {
     let kc = Kubeconfig::from_yaml(kubeconfig_yaml)?;
+    let refused = not_inline(&kc);
+    if !refused.is_empty() {
+        return Err(ClientError::NotInline(refused.join(", ")));
+    }
     let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     config.connect_timeout = Some(timeouts.connect);
     config.read_timeout = Some(timeouts.read);
@@ -113,6 +151,38 @@ pub async fn detect_core_version(client: &Client) -> Result<CoreVersion, ClientE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_kubeconfigs_carry_inline_credentials_only() {
+        let kc = |user: &str, cluster: &str| {
+            Kubeconfig::from_yaml(&format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443\n{cluster}users:\n- name: u\n  user:\n{user}contexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+            ))
+            .unwrap()
+        };
+        let inline = kc(
+            "    client-certificate-data: Y2VydA==\n    client-key-data: a2V5\n    token: t\n",
+            "    certificate-authority-data: Y2E=\n",
+        );
+        assert!(not_inline(&inline).is_empty());
+        let files = kc(
+            "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n    client-key: /etc/key\n",
+            "    certificate-authority: /etc/ca.crt\n",
+        );
+        assert_eq!(
+            not_inline(&files),
+            [
+                "user u: tokenFile",
+                "user u: client-key",
+                "cluster c: certificate-authority"
+            ]
+        );
+        let exec = kc(
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      interactiveMode: Never\n",
+            "",
+        );
+        assert_eq!(not_inline(&exec), ["user u: exec"]);
+    }
 
     #[test]
     fn window_matches_qps() {
