@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::{StreamExt, TryStreamExt};
 use kube::Resource;
 use kube::api::Api;
 use kube::core::ApiResource;
@@ -224,6 +224,17 @@ impl Context {
             m.remove(key);
         }
         self.backoff.reset(key);
+    }
+
+    /// Forgets a control plane that is gone — through our deletion, or removed without it
+    /// (clusterctl move deletes the source copy after removing its finalizers): its state,
+    /// metric series and workload cluster watches.
+    pub fn gone(&self, mcp: &MicroK8sControlPlane) {
+        let ns = mcp.metadata.namespace.as_deref().unwrap_or_default();
+        let name = mcp.metadata.name.as_deref().unwrap_or_default();
+        self.forget(&format!("{ns}/{name}"));
+        self.metrics.forget(ns, name);
+        self.workloads.remove_owned_by(&ObjectRef::new(name).within(ns));
     }
 
     /// The Cluster of a control plane: its owner, else a Cluster whose `controlPlaneRef` names it.
@@ -496,6 +507,14 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         .backoff(WatchBackoff::management())
         .modify(|o: &mut MicroK8sControlPlane| crate::machines::slim_metadata(o.meta_mut()))
         .reflect(mcp_writer)
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |ev| {
+                if let watcher::Event::Delete(mcp) = ev {
+                    ctx.gone(mcp);
+                }
+            }
+        })
         .applied_objects();
     Controller::for_stream(mcp_stream, mcp_store)
         .with_config(controller::Config::default().concurrency(rt.flags.concurrency))

@@ -47,6 +47,12 @@ pub(crate) async fn reconcile(r: &Rec<'_>) -> Result<Action> {
     if !r.mcp.finalizers().iter().any(|f| f == consts::CONTROL_PLANE_FINALIZER) {
         return Ok(Action::await_change());
     }
+    if r.mcp.annotations().contains_key(DELETE_FOR_MOVE) {
+        // clusterctl move deletes the source copy of a moved control plane: its Machines and
+        // Secrets live on in the target management cluster and must not be cleaned up.
+        drop_finalizer(r).await?;
+        return Ok(Action::await_change());
+    }
     let cluster = r.ctx.cluster_of(r.mcp);
     if cluster.as_ref().is_some_and(|c| c.paused()) || r.mcp.annotations().contains_key(consts::ANNOTATION_PAUSED) {
         r.patch_status(status::paused(&r.prev(), "deletion is paused", r.generation, &r.tnow))
@@ -154,8 +160,18 @@ pub(crate) async fn reconcile(r: &Rec<'_>) -> Result<Action> {
 
     if let Some(c) = &cluster_name {
         delete_secrets(r, c).await?;
-        r.ctx.workloads.remove(&format!("{}/{c}", r.ns));
     }
+    drop_finalizer(r).await?;
+    info!(control_plane = %r.key, "deleted");
+    Ok(Action::await_change())
+}
+
+/// The annotation clusterctl move sets on the source objects it deletes.
+const DELETE_FOR_MOVE: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
+
+/// Removes our finalizer and forgets what this manager kept about the control plane (its
+/// workload cluster connection, caches, metric series).
+async fn drop_finalizer(r: &Rec<'_>) -> Result<()> {
     let finalizers: Vec<String> = r
         .mcp
         .finalizers()
@@ -167,10 +183,8 @@ pub(crate) async fn reconcile(r: &Rec<'_>) -> Result<Action> {
     r.api
         .patch(&r.name, &PatchParams::default(), &Patch::Merge(patch))
         .await?;
-    r.ctx.forget(&r.key);
-    r.ctx.metrics.forget(&r.ns, &r.name);
-    info!(control_plane = %r.key, "deleted");
-    Ok(Action::await_change())
+    r.ctx.gone(r.mcp);
+    Ok(())
 }
 
 async fn delete_secrets(r: &Rec<'_>, cluster: &str) -> Result<()> {

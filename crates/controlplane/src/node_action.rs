@@ -152,9 +152,12 @@ pub fn snap_refresh_pod(
     serde_json::from_value(v)
 }
 
-/// The phase of a pod as the state machines see it.
+/// The phase of a pod as the state machines see it. A pod being deleted counts as gone: we
+/// delete a pod once its outcome is recorded, and one left terminating on a node that went
+/// down must not pass for a running attempt.
 pub fn phase(pod: Option<&Pod>) -> crate::upgrade::PodPhase {
     use crate::upgrade::PodPhase;
+    let pod = pod.filter(|p| p.metadata.deletion_timestamp.is_none());
     match pod.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()) {
         _ if pod.is_none() => PodPhase::Missing,
         Some("Succeeded") => PodPhase::Succeeded,
@@ -166,6 +169,25 @@ pub fn phase(pod: Option<&Pod>) -> crate::upgrade::PodPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_being_deleted_counts_as_gone() {
+        use crate::upgrade::PodPhase;
+        let pod = |phase: &str, deleting: bool| -> Pod {
+            let mut meta = serde_json::json!({"name": "p"});
+            if deleting {
+                meta["deletionTimestamp"] = serde_json::json!("2026-01-01T00:00:00Z");
+            }
+            serde_json::from_value(serde_json::json!({"metadata": meta, "status": {"phase": phase}})).unwrap()
+        };
+        assert_eq!(phase(None), PodPhase::Missing);
+        assert_eq!(phase(Some(&pod("Running", false))), PodPhase::Running);
+        assert_eq!(phase(Some(&pod("Pending", false))), PodPhase::Running);
+        assert_eq!(phase(Some(&pod("Failed", false))), PodPhase::Failed);
+        assert_eq!(phase(Some(&pod("Succeeded", false))), PodPhase::Succeeded);
+        assert_eq!(phase(Some(&pod("Running", true))), PodPhase::Missing);
+        assert_eq!(phase(Some(&pod("Failed", true))), PodPhase::Missing);
+    }
 
     #[test]
     fn dqlite_pod_passes_values_as_arguments() {

@@ -184,20 +184,6 @@ impl<'a> Rec<'a> {
         if self.mcp.metadata.deletion_timestamp.is_some() {
             return crate::deletion::reconcile(&self).await;
         }
-        if !self
-            .mcp
-            .finalizers()
-            .iter()
-            .any(|f| f == consts::CONTROL_PLANE_FINALIZER)
-        {
-            let mut finalizers = self.mcp.finalizers().to_vec();
-            finalizers.push(consts::CONTROL_PLANE_FINALIZER.to_string());
-            let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.mcp.resource_version()}});
-            self.api
-                .patch(&self.name, &patch_params(), &Patch::Merge(patch))
-                .await?;
-            return Ok(Action::await_change());
-        }
         let Some(cluster) = self.ctx.cluster_of(self.mcp) else {
             self.patch_status(status::waiting(
                 &self.prev(),
@@ -225,6 +211,22 @@ impl<'a> Rec<'a> {
                 format!("the control plane has the {} annotation", consts::ANNOTATION_PAUSED)
             };
             self.patch_status(status::paused(&self.prev(), &why, self.generation, &self.tnow))
+                .await?;
+            return Ok(Action::await_change());
+        }
+        // After the pause check: clusterctl move pauses, removes the finalizers and deletes
+        // the source objects; adding ours back then would hold the deletion behind the pause.
+        if !self
+            .mcp
+            .finalizers()
+            .iter()
+            .any(|f| f == consts::CONTROL_PLANE_FINALIZER)
+        {
+            let mut finalizers = self.mcp.finalizers().to_vec();
+            finalizers.push(consts::CONTROL_PLANE_FINALIZER.to_string());
+            let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": self.mcp.resource_version()}});
+            self.api
+                .patch(&self.name, &patch_params(), &Patch::Merge(patch))
                 .await?;
             return Ok(Action::await_change());
         }
@@ -415,6 +417,8 @@ impl<'a> Rec<'a> {
             };
             if !ready {
                 p = plan::plan(&cp, busy, Some(false));
+                // Nothing announces that /readyz recovered: look again soon.
+                requeue = min_wait(requeue, Some(Duration::from_secs(15)));
             }
         }
         let mut extra = status::Extra {
@@ -770,10 +774,12 @@ impl<'a> Rec<'a> {
                 Ok((Some(format!("removing machine {}'s dqlite member", m.name)), None))
             }
             HookNext::Done => {
+                // The hook first: once the pod is being deleted it no longer shows that it
+                // succeeded (a pod left behind is swept as untracked).
+                self.patch_machine(&m.name, release).await?;
                 if let (Some(w), Some(st)) = (w, &m.removal) {
                     w.delete_pod(&st.pod).await?;
                 }
-                self.patch_machine(&m.name, release).await?;
                 self.ctx.metrics.action(names::ACTION_DQLITE_REMOVE, "succeeded");
                 let endpoint = m.removal.as_ref().map(|s| s.endpoint.clone()).unwrap_or_default();
                 self.ctx
@@ -796,17 +802,21 @@ impl<'a> Rec<'a> {
                 let Some(mut st) = m.removal.clone() else {
                     return Ok((None, None));
                 };
-                if let Some(w) = w {
-                    w.delete_pod(&st.pod).await?;
-                }
+                // The next attempt gets a pod of its own: the failed one, deleted below, is
+                // never looked at again (a cache still showing it would count it twice).
+                let pod = std::mem::replace(&mut st.pod, names::action_pod_name(names::ACTION_DQLITE_REMOVE));
                 st.failures += 1;
                 st.message = Some(message.clone());
                 st.since = self.now;
+                // Recorded first: a pod being deleted no longer shows that it failed.
                 self.patch_machine(
                     &m.name,
                     machines::annotation_patch(names::ANNOTATION_MEMBER_REMOVAL, Some(serde_json::to_string(&st)?)),
                 )
                 .await?;
+                if let Some(w) = w {
+                    w.delete_pod(&pod).await?;
+                }
                 self.ctx.metrics.action(names::ACTION_DQLITE_REMOVE, "failed");
                 self.ctx
                     .events
@@ -897,7 +907,7 @@ impl<'a> Rec<'a> {
                 Ok((Some(refreshing_note(&m.name, &st)), None))
             }
             InPlaceNext::PodDone => {
-                discard(st.pod.clone()).await?;
+                // Recorded first: a pod being deleted no longer shows that it succeeded.
                 let mut next = st.clone();
                 next.phase = InPlacePhase::WaitingForKubelet;
                 next.since = self.now;
@@ -906,6 +916,7 @@ impl<'a> Rec<'a> {
                     machines::annotation_patch(names::ANNOTATION_IN_PLACE, Some(serde_json::to_string(&next)?)),
                 )
                 .await?;
+                discard(st.pod.clone()).await?;
                 self.ctx.metrics.action(names::ACTION_SNAP_REFRESH, "succeeded");
                 Ok((
                     Some(format!(
@@ -939,7 +950,6 @@ impl<'a> Rec<'a> {
                 ))
             }
             InPlaceNext::Failed { message, give_up } => {
-                discard(st.pod.clone()).await?;
                 let mut next = st.clone();
                 next.failures += 1;
                 next.message = Some(message.clone());
@@ -950,11 +960,13 @@ impl<'a> Rec<'a> {
                     next.phase = InPlacePhase::Refreshing;
                     next.pod = names::action_pod_name(names::ACTION_SNAP_REFRESH);
                 }
+                // Recorded first: a pod being deleted no longer shows that it failed.
                 self.patch_machine(
                     &m.name,
                     machines::annotation_patch(names::ANNOTATION_IN_PLACE, Some(serde_json::to_string(&next)?)),
                 )
                 .await?;
+                discard(st.pod.clone()).await?;
                 self.ctx.metrics.action(names::ACTION_SNAP_REFRESH, "failed");
                 let what = if give_up { "giving up" } else { "retrying" };
                 self.ctx
@@ -1146,7 +1158,10 @@ impl<'a> Rec<'a> {
         )
         .await
         .map_err(|e| {
+            // The served versions may have changed (a provider upgrade): resolve both kinds
+            // again next time.
             self.ctx.kinds.forget(&t.group, &t.kind);
+            self.ctx.kinds.forget(&t.group, &infra::machine_kind(&t.kind));
             infra_err(e)
         })?;
         let remediation_for = cp.remediation_in_progress.clone();
@@ -1177,9 +1192,18 @@ impl<'a> Rec<'a> {
         let m_obj: DynamicObject = serde_json::from_value(machines::machine_object(self.ctx.rt.core_version, &n))
             .map_err(|e| ("MachineGenerationFailed", e.to_string()))?;
         if let Err(e) = self.machines_api().create(&pp(), &m_obj).await {
-            let _ = configs.delete(&name, &DeleteParams::background()).await;
-            let _ = infra::delete(client, &self.ns, &infra_ar, &infra_name).await;
-            return Err(("MachineGenerationFailed", format!("creating Machine {name}: {e}")));
+            // A timeout or a server error may come after the API server stored the Machine:
+            // then its config and infrastructure machine stay (else it could never
+            // provision); when in doubt the sweep of unreferenced objects decides later.
+            match self.machines_api().get_opt(&name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let _ = configs.delete(&name, &DeleteParams::background()).await;
+                    let _ = infra::delete(client, &self.ns, &infra_ar, &infra_name).await;
+                    return Err(("MachineGenerationFailed", format!("creating Machine {name}: {e}")));
+                }
+                Err(_) => return Err(("MachineGenerationFailed", format!("creating Machine {name}: {e}"))),
+            }
         }
         self.ctx.expect(&self.key, Expect::Created(name.clone()));
         if remediation_for.is_some() {

@@ -33,7 +33,8 @@ pub struct WatchState {
     pub nodes_synced: bool,
     /// The first list of pods completed.
     pub pods_synced: bool,
-    /// The last watch error, cleared by the next successful event.
+    /// The last watch error, cleared by the next successful event or once it has not
+    /// recurred for a while (a re-watch that succeeds yields no event).
     pub error: Option<String>,
 }
 
@@ -196,10 +197,28 @@ impl Workload {
         }
     }
 
-    /// Deletes a node action pod (absent is fine).
+    /// Deletes a node action pod (absent is fine). On a node that is not Ready no kubelet
+    /// confirms the deletion, and the pod would stay terminating for as long as the node is
+    /// down: it is deleted at once (a kubelet that comes back stops its container).
     pub async fn delete_pod(&self, name: &str) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), names::ACTION_NAMESPACE);
-        match api.delete(name, &DeleteParams::background()).await {
+        let node_down = self
+            .pod(name)
+            .and_then(|p| p.spec.as_ref()?.node_name.clone())
+            .is_some_and(|n| {
+                self.nodes
+                    .get(&ObjectRef::new(&n))
+                    .is_none_or(|node| !node_view(&node).ready)
+            });
+        let dp = if node_down {
+            DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::background()
+            }
+        } else {
+            DeleteParams::background()
+        };
+        match api.delete(name, &dp).await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(self.err(e)),
@@ -271,6 +290,8 @@ fn pod_fingerprint(p: &Pod) -> u64 {
 
 struct Entry {
     fingerprint: u64,
+    /// The control plane the watch wakes.
+    owner: ObjectRef<MicroK8sControlPlane>,
     workload: Workload,
     task: tokio::task::JoinHandle<()>,
 }
@@ -298,6 +319,7 @@ impl Workloads {
         if let Ok(entries) = self.entries.lock()
             && let Some(e) = entries.get(key)
             && e.fingerprint == fp
+            && e.owner == mcp
             && !e.task.is_finished()
         {
             return Ok(e.workload.clone());
@@ -320,7 +342,7 @@ impl Workloads {
             node_writer,
             pod_writer,
             watch_secs,
-            mcp,
+            mcp.clone(),
             self.triggers.clone(),
         ));
         info!(cluster = %key, "watching the workload cluster");
@@ -329,6 +351,7 @@ impl Workloads {
                 key.to_string(),
                 Entry {
                     fingerprint: fp,
+                    owner: mcp,
                     workload: workload.clone(),
                     task,
                 },
@@ -347,13 +370,17 @@ impl Workloads {
             .and_then(|e| e.get(key).map(|e| e.workload.clone()))
     }
 
-    /// Stops watching a cluster.
-    pub fn remove(&self, key: &str) {
-        if let Ok(mut entries) = self.entries.lock()
-            && let Some(e) = entries.remove(key)
-        {
-            e.task.abort();
-            info!(cluster = %key, "stopped watching the workload cluster");
+    /// Stops watching the clusters of a control plane that is gone.
+    pub fn remove_owned_by(&self, mcp: &ObjectRef<MicroK8sControlPlane>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|key, e| {
+                let keep = &e.owner != mcp;
+                if !keep {
+                    e.task.abort();
+                    info!(cluster = %key, "stopped watching the workload cluster");
+                }
+                keep
+            });
         }
     }
 
@@ -432,7 +459,24 @@ async fn watch(
     let wake = || {
         let _ = triggers.unbounded_send(mcp.clone());
     };
-    while let Some(ev) = events.next().await {
+    // A watch that fails again is retried within the backoff's cap (5 s plus jitter), and a
+    // re-watch that succeeds yields no event: an error not repeated for this long is over.
+    const ERROR_OVER_AFTER: Duration = Duration::from_secs(15);
+    let mut error_over_at: Option<tokio::time::Instant> = None;
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            () = tokio::time::sleep_until(error_over_at.unwrap_or_else(tokio::time::Instant::now)), if error_over_at.is_some() => {
+                error_over_at = None;
+                if update(&w.state, |s| s.error.take().is_some()) {
+                    wake();
+                }
+                continue;
+            }
+        };
         let mut wake_now = false;
         let ev = match ev {
             Ev::Node(b) => EvU::Node(*b),
@@ -486,6 +530,7 @@ async fn watch(
                 let msg = e.to_string();
                 warn!(cluster = %w.key, error = %msg, "workload cluster watch failed");
                 wake_now |= update(&w.state, |s| s.error.replace(msg.clone()).is_none());
+                error_over_at = Some(tokio::time::Instant::now() + ERROR_OVER_AFTER);
             }
         }
         if wake_now {

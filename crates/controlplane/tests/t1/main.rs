@@ -576,6 +576,11 @@ async fn pause_bad_inputs_and_canonical_kubeconfig() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(env.cp_machines().await.is_empty());
     assert!(env.secrets().get("c1-kubeconfig").await.unwrap().type_.as_deref() != Some("cluster.x-k8s.io/secret"));
+    let finalizer = mk8s_api::consts::CONTROL_PLANE_FINALIZER;
+    assert!(
+        !env.mcp().await.finalizers().iter().any(|f| f == finalizer),
+        "no finalizer while paused (clusterctl move removes them)"
+    );
     // Unpaused: replicas defaulted (a condition says so), the missing template is a condition.
     env.api(&cluster_ar())
         .patch(
@@ -586,6 +591,7 @@ async fn pause_bad_inputs_and_canonical_kubeconfig() {
         .await
         .unwrap();
     env.wait_condition("Paused", |c| c.status == "False", "unpaused").await;
+    assert!(env.mcp().await.finalizers().iter().any(|f| f == finalizer));
     env.wait_condition("SpecValid", |c| c.reason == "ReplicasDefaulted", "replicas defaulted")
         .await;
     env.wait("MachinesCreated false in the v1beta1 view", || async {
@@ -1006,5 +1012,54 @@ async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
     assert!(removal.2[0].starts_with(&format!("{victim_ip}:")), "{removal:?}");
     assert!(!removal.2[1].starts_with(&format!("{victim_ip}:")), "{removal:?}");
     env.wait_settled(3).await;
+    ctl.stop().await;
+}
+
+/// The source copy of a moved control plane (paused, annotated by clusterctl and deleted) is
+/// let go at once: its Machines and the cluster's Secrets stay for the target's copy.
+#[tokio::test]
+async fn a_control_plane_deleted_for_a_move_keeps_its_machines_and_secrets() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "moved-away").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
+    let _fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    let machine = env.cp_machines().await[0].name_any();
+    env.api(&cluster_ar())
+        .patch(
+            &env.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
+    env.wait_condition("Paused", |c| c.status == "True", "paused").await;
+    env.mcps()
+        .patch(
+            "cp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"clusterctl.cluster.x-k8s.io/delete-for-move": ""}}})),
+        )
+        .await
+        .unwrap();
+    // Orphaning dependents: what is deleted then is what the provider deleted (clusterctl
+    // deletes every source object itself).
+    env.mcps().delete("cp", &DeleteParams::orphan()).await.unwrap();
+    env.wait("the control plane gone", || async {
+        env.mcps().get_opt("cp").await.unwrap().is_none()
+    })
+    .await;
+    let machines = env.cp_machines().await;
+    assert_eq!(machines.len(), 1, "the Machine stays");
+    assert_eq!(machines[0].name_any(), machine);
+    assert!(machines[0].metadata.deletion_timestamp.is_none());
+    let kubeconfig = format!("{}-kubeconfig", env.cluster);
+    assert!(
+        env.secrets().get_opt(&kubeconfig).await.unwrap().is_some(),
+        "Secrets stay"
+    );
     ctl.stop().await;
 }
