@@ -248,8 +248,20 @@ pub fn machine_settings(spec: &MicroK8sControlPlaneSpec) -> MachineSettings {
     }
 }
 
+/// A whole number of seconds as Go's `time.Duration` prints it (`5m0s`, `1h0m30s`), the form
+/// a v1beta1 Machine's durations come back in: written as `300s`, a duration never compared
+/// equal to what was stored, and every reconcile patched it again.
 fn duration(secs: i32) -> String {
-    format!("{secs}s")
+    let sign = if secs < 0 { "-" } else { "" };
+    let t = secs.unsigned_abs();
+    let (h, m, s) = (t / 3600, t % 3600 / 60, t % 60);
+    if h > 0 {
+        format!("{sign}{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{sign}{m}m{s}s")
+    } else {
+        format!("{sign}{s}s")
+    }
 }
 
 /// The settings in the Machine spec's shape of a core version.
@@ -558,6 +570,23 @@ pub fn machine_conditions(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+
+    #[test]
+    fn durations_print_as_go_prints_them() {
+        for (secs, go) in [
+            (0, "0s"),
+            (42, "42s"),
+            (60, "1m0s"),
+            (90, "1m30s"),
+            (300, "5m0s"),
+            (3600, "1h0m0s"),
+            (3661, "1h1m1s"),
+            (86400, "24h0m0s"),
+            (-90, "-1m30s"),
+        ] {
+            assert_eq!(duration(secs), go, "{secs}");
+        }
+    }
 
     #[test]
     fn machines_take_the_shape_of_the_core_version() {
