@@ -1,5 +1,6 @@
-//! Node action pods: short-lived privileged pods bound to a workload node that call the
-//! MicroK8s cluster agent (dqlite member removal) or snapd (snap refresh) on the host.
+//! Node action pods: short-lived pods on the host network bound to a workload node that call
+//! the MicroK8s cluster agent (dqlite member removal, unprivileged) or snapd (snap refresh,
+//! privileged: root on the host's snapd socket).
 //!
 //! Compared with Canonical's (`reference/cacpm.md` §9.8): a dedicated namespace labelled for
 //! the privileged Pod Security level, a configurable image, the cluster agent token from a
@@ -124,6 +125,16 @@ pub fn dqlite_remove_pod(
         "name": "CAPI_AUTH_TOKEN",
         "valueFrom": {"secretKeyRef": {"name": names::ACTION_TOKEN_SECRET, "key": names::ACTION_TOKEN_KEY}},
     }]);
+    // An HTTPS call from the host network needs no privilege: an unprivileged user without
+    // capabilities (the snap refresh keeps root, which snapd requires of its clients).
+    v["spec"]["containers"][0]["securityContext"] = serde_json::json!({
+        "privileged": false,
+        "runAsUser": 65534,
+        "runAsGroup": 65534,
+        "runAsNonRoot": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+    });
     serde_json::from_value(v)
 }
 
@@ -211,7 +222,11 @@ mod tests {
             env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name,
             "capi-auth-token"
         );
-        assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!((sc.run_as_user, sc.run_as_non_root), (Some(65534), Some(true)));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]));
         let labels = p.metadata.labels.unwrap();
         assert_eq!(labels["microk8s.cluster.x-k8s.io/action"], "dqlite-remove");
         assert_eq!(labels["app.kubernetes.io/managed-by"], "microk8s-capi");
