@@ -152,14 +152,8 @@ fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// The primary activity a wait message belongs to.
-/// Machines, deleting ones included: a scale-down or a rollout lasts until the machines it
+/// Out-of-date machines, deleting ones included: a rollout lasts until the machines it
 /// deletes are gone (their drain and member removal are part of it), as with KCP.
-fn all_machines(cp: &ControlPlane) -> i32 {
-    i32::try_from(cp.machines.len()).unwrap_or(i32::MAX)
-}
-
-/// Out-of-date machines, deleting ones included (see [`all_machines`]).
 fn outdated_machines(cp: &ControlPlane, plan: &Plan) -> usize {
     plan.outdated.len()
         + cp.machines
@@ -168,12 +162,14 @@ fn outdated_machines(cp: &ControlPlane, plan: &Plan) -> usize {
             .count()
 }
 
-fn activity(cp: &ControlPlane, plan: &Plan) -> &'static str {
-    if plan.current < cp.desired.replicas {
+/// The primary activity a wait message belongs to, from the machines not being deleted
+/// (`current`), all machines (`all`) and the out-of-date ones.
+fn activity(desired: i32, current: i32, all: i32, outdated: usize) -> &'static str {
+    if current < desired {
         SCALING_UP
-    } else if all_machines(cp) > cp.desired.replicas {
+    } else if all > desired {
         SCALING_DOWN
-    } else if outdated_machines(cp, plan) > 0 {
+    } else if outdated > 0 {
         ROLLING_OUT
     } else {
         ""
@@ -216,7 +212,10 @@ pub fn compute(
     let initialized = cp.initialized();
     let desired = cp.desired.replicas;
     let current = plan.current;
-    let activity = activity(cp, plan);
+    // Deleting machines count too: a scale-down lasts until they are gone, as with KCP.
+    let all = count(cp.machines.len());
+    let outdated = outdated_machines(cp, plan);
+    let activity = activity(desired, current, all, outdated);
     let mut note = step_note(plan);
     if !extra.in_flight.is_empty() {
         let joined = extra.in_flight.join("; ");
@@ -328,7 +327,7 @@ pub fn compute(
     // Operations.
     let rolling_out = if let Some(vp) = &plan.version_problem {
         Condition::false_(ROLLING_OUT, vp.reason(), vp.message())
-    } else if outdated_machines(cp, plan) == 0 {
+    } else if outdated == 0 {
         Condition::false_(ROLLING_OUT, "NotRollingOut", "")
     } else {
         let how = if plan.rolling {
@@ -336,7 +335,7 @@ pub fn compute(
         } else {
             "upgrading in place"
         };
-        let base = format!("{how} {} out-of-date machine(s)", outdated_machines(cp, plan));
+        let base = format!("{how} {outdated} out-of-date machine(s)");
         Condition::true_(
             ROLLING_OUT,
             "RollingOut",
@@ -357,7 +356,6 @@ pub fn compute(
         Condition::false_(SCALING_UP, "NotScalingUp", "")
     };
     set(scaling_up.clone());
-    let all = all_machines(cp);
     let scaling_down = if all > desired {
         Condition::true_(
             SCALING_DOWN,
@@ -488,7 +486,7 @@ pub fn compute(
 
     let (versions, version) = versions(cp);
     let ready_replicas = count(cp.machines.iter().filter(|m| m.ready).count());
-    let replicas = count(cp.machines.len());
+    let replicas = all;
     let up_to_date = count(cp.active().filter(|m| upgrade::up_to_date(cp, m)).count());
     let all_have_ip = !cp.machines.is_empty() && without_ip.is_none();
     MicroK8sControlPlaneStatus {
