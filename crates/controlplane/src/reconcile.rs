@@ -1195,14 +1195,13 @@ impl<'a> Rec<'a> {
             // A timeout or a server error may come after the API server stored the Machine:
             // then its config and infrastructure machine stay (else it could never
             // provision); when in doubt the sweep of unreferenced objects decides later.
-            match self.machines_api().get_opt(&name).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
+            let stored = self.machines_api().get_opt(&name).await;
+            if !matches!(stored, Ok(Some(_))) {
+                if matches!(stored, Ok(None)) {
                     let _ = configs.delete(&name, &DeleteParams::background()).await;
                     let _ = infra::delete(client, &self.ns, &infra_ar, &infra_name).await;
-                    return Err(("MachineGenerationFailed", format!("creating Machine {name}: {e}")));
                 }
-                Err(_) => return Err(("MachineGenerationFailed", format!("creating Machine {name}: {e}"))),
+                return Err(("MachineGenerationFailed", format!("creating Machine {name}: {e}")));
             }
         }
         self.ctx.expect(&self.key, Expect::Created(name.clone()));
