@@ -405,6 +405,20 @@ impl Env {
     }
 }
 
+/// A control plane of `replicas` machines at v1.33.0 in a fresh namespace, settled: the
+/// fake plays CAPI, the infrastructure and the kubelets with its defaults, and the controller
+/// runs with the test configuration as admin.
+pub async fn settled_control_plane(plane: &'static Plane, prefix: &str, replicas: i32) -> (Env, Fake, Running) {
+    let env = Env::new(plane, prefix).await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(replicas, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_settled(usize::try_from(replicas).unwrap()).await;
+    (env, fake, ctl)
+}
+
 /// What the fake saw.
 #[derive(Default, Debug)]
 pub struct FakeLog {

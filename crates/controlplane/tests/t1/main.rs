@@ -475,13 +475,7 @@ async fn mark_unhealthy(env: &Env, name: &str) {
 #[tokio::test]
 async fn remediation_refusals_and_replacement() {
     let Some(plane) = plane().await else { return };
-    let env = Env::new(plane, "remediation").await;
-    let uid = env.create_cluster(&[]).await;
-    env.create_cluster_secrets(Some(&uid)).await;
-    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
-    let fake = Fake::start(&env, FakeOpts::default()).await;
-    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
-    env.wait_settled(1).await;
+    let (env, fake, ctl) = settled_control_plane(plane, "remediation", 1).await;
     let lone = env.cp_machines().await[0].name_any();
     mark_unhealthy(&env, &lone).await;
     env.wait_condition("Remediating", |c| c.reason == "RemediationNotAllowed", "refused")
@@ -708,13 +702,7 @@ async fn deletion_waits_for_workers_and_keeps_user_secrets() {
 #[tokio::test]
 async fn restart_mid_scale_creates_no_duplicates() {
     let Some(plane) = plane().await else { return };
-    let env = Env::new(plane, "restart").await;
-    let uid = env.create_cluster(&[]).await;
-    env.create_cluster_secrets(Some(&uid)).await;
-    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
-    let fake = Fake::start(&env, FakeOpts::default()).await;
-    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
-    env.wait_settled(1).await;
+    let (env, fake, ctl) = settled_control_plane(plane, "restart", 1).await;
     // Slow boots: the second machine waits for its node while the controller restarts.
     fake.set(|o| o.boot = false);
     env.patch_mcp(json!({"spec": {"replicas": 3}})).await;
@@ -736,13 +724,7 @@ async fn restart_mid_scale_creates_no_duplicates() {
 #[tokio::test]
 async fn unreachable_workload_is_a_condition_not_a_hang() {
     let Some(plane) = plane().await else { return };
-    let mut env = Env::new(plane, "unreachable").await;
-    let uid = env.create_cluster(&[]).await;
-    env.create_cluster_secrets(Some(&uid)).await;
-    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
-    let fake = Fake::start(&env, FakeOpts::default()).await;
-    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
-    env.wait_settled(1).await;
+    let (mut env, fake, ctl) = settled_control_plane(plane, "unreachable", 1).await;
     drop(fake);
     env.stop_workload();
     env.wait_condition(
@@ -893,13 +875,7 @@ async fn an_unlabelled_ca_created_later_wakes_the_control_plane() {
 #[tokio::test]
 async fn initialized_survives_a_lost_status_and_a_replaced_first_node() {
     let Some(plane) = plane().await else { return };
-    let env = Env::new(plane, "moved").await;
-    let uid = env.create_cluster(&[]).await;
-    env.create_cluster_secrets(Some(&uid)).await;
-    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
-    let fake = Fake::start(&env, FakeOpts::default()).await;
-    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
-    env.wait_settled(1).await;
+    let (env, fake, ctl) = settled_control_plane(plane, "moved", 1).await;
     let initialized = "microk8s.controlplane.cluster.x-k8s.io/initialized";
     env.wait("the initialized annotation", || async {
         env.mcp().await.annotations().get(initialized).map(String::as_str) == Some("true")
@@ -946,13 +922,7 @@ async fn initialized_survives_a_lost_status_and_a_replaced_first_node() {
 #[tokio::test]
 async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
     let Some(plane) = plane().await else { return };
-    let env = Env::new(plane, "quorum").await;
-    let uid = env.create_cluster(&[]).await;
-    env.create_cluster_secrets(Some(&uid)).await;
-    env.create_mcp(&uid, mcp_spec(3, "v1.33.0")).await;
-    let fake = Fake::start(&env, FakeOpts::default()).await;
-    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
-    env.wait_settled(3).await;
+    let (env, fake, ctl) = settled_control_plane(plane, "quorum", 3).await;
     let names: Vec<String> = env.cp_machines().await.iter().map(ResourceExt::name_any).collect();
     let (victim, laggard) = (names[0].clone(), names[1].clone());
     let nodes: Api<Node> = Api::all(env.wclient.clone());
@@ -1020,13 +990,7 @@ async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
 #[tokio::test]
 async fn a_control_plane_deleted_for_a_move_keeps_its_machines_and_secrets() {
     let Some(plane) = plane().await else { return };
-    let env = Env::new(plane, "moved-away").await;
-    let uid = env.create_cluster(&[]).await;
-    env.create_cluster_secrets(Some(&uid)).await;
-    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
-    let _fake = Fake::start(&env, FakeOpts::default()).await;
-    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
-    env.wait_settled(1).await;
+    let (env, _fake, ctl) = settled_control_plane(plane, "moved-away", 1).await;
     let machine = env.cp_machines().await[0].name_any();
     env.api(&cluster_ar())
         .patch(
