@@ -124,6 +124,20 @@ pub fn effective_status(
 /// How long an unmet expectation holds decisions back before it is dropped.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a template seen carrying its Cluster's owner reference is trusted without a look.
+pub const TEMPLATE_OWNER_TTL: Duration = Duration::from_secs(600);
+
+/// Whether `key` was recorded less than `ttl` before `now`.
+pub fn still_fresh(seen: &HashMap<String, Instant>, key: &str, now: Instant, ttl: Duration) -> bool {
+    seen.get(key).is_some_and(|at| now.saturating_duration_since(*at) < ttl)
+}
+
+/// Records `key` at `now`, dropping entries older than `ttl`.
+pub fn record_fresh(seen: &mut HashMap<String, Instant>, key: String, now: Instant, ttl: Duration) {
+    seen.retain(|_, at| now.saturating_duration_since(*at) < ttl);
+    seen.insert(key, now);
+}
+
 /// Shared state of the reconciles.
 pub struct Context {
     /// The manager runtime.
@@ -157,8 +171,10 @@ pub struct Context {
     pub sweeps: Mutex<HashMap<String, Instant>>,
     /// The status last written per control plane (see [`effective_status`]).
     pub written: Mutex<HashMap<String, Written>>,
-    /// Infrastructure templates known to carry their Cluster's owner reference.
-    pub owned_templates: Mutex<std::collections::HashSet<String>>,
+    /// Infrastructure templates seen carrying their Cluster's owner reference, and when: an entry
+    /// is trusted for [`TEMPLATE_OWNER_TTL`], so a template deleted and recreated under the same
+    /// name gets its owner back, and entries of deleted Clusters expire.
+    pub owned_templates: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -560,9 +576,28 @@ pub fn error_policy(mcp: Arc<MicroK8sControlPlane>, err: &Error, ctx: Arc<Contex
 
 #[cfg(test)]
 mod tests {
-    use super::{Written, contains, effective_status};
+    use super::{Written, contains, effective_status, record_fresh, still_fresh};
     use mk8s_api::MicroK8sControlPlaneStatus;
     use serde_json::json;
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_template_owner_record_expires_and_old_records_are_dropped() {
+        let ttl = Duration::from_secs(600);
+        let t0 = Instant::now();
+        let mut seen = HashMap::new();
+        assert!(!still_fresh(&seen, "a", t0, ttl), "never seen");
+        record_fresh(&mut seen, "a".into(), t0, ttl);
+        assert!(still_fresh(&seen, "a", t0 + Duration::from_secs(599), ttl));
+        assert!(
+            !still_fresh(&seen, "a", t0 + ttl, ttl),
+            "looked at again once the record is old"
+        );
+        record_fresh(&mut seen, "b".into(), t0 + ttl, ttl);
+        assert_eq!(seen.len(), 1, "the expired record of a went with the next write");
+        assert!(still_fresh(&seen, "b", t0 + ttl, ttl));
+    }
 
     #[test]
     fn our_last_write_stands_while_the_cache_shows_what_it_was_computed_from() {

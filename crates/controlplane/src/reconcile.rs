@@ -1,7 +1,7 @@
 //! The reconciler: gather the facts, ask the pure modules, apply one step, write status.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -541,7 +541,13 @@ impl<'a> Rec<'a> {
             t.name,
             cluster.uid().unwrap_or_default()
         );
-        if self.ctx.owned_templates.lock().is_ok_and(|s| s.contains(&key)) {
+        let ttl = crate::controller::TEMPLATE_OWNER_TTL;
+        if self
+            .ctx
+            .owned_templates
+            .lock()
+            .is_ok_and(|s| crate::controller::still_fresh(&s, &key, Instant::now(), ttl))
+        {
             return;
         }
         let template = match infra::get_template(&self.ctx.kinds, client, &self.ns, t).await {
@@ -564,7 +570,7 @@ impl<'a> Rec<'a> {
         match infra::ensure_template_owner(client, &self.ns, &ar, &template, &owner).await {
             Ok(_) => {
                 if let Ok(mut s) = self.ctx.owned_templates.lock() {
-                    s.insert(key);
+                    crate::controller::record_fresh(&mut s, key, Instant::now(), ttl);
                 }
             }
             Err(e) => debug!(control_plane = %self.key, error = %e, "setting the template's owner reference"),
