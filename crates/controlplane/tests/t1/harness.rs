@@ -409,12 +409,22 @@ impl Env {
 /// fake plays CAPI, the infrastructure and the kubelets with its defaults, and the controller
 /// runs with the test configuration as admin.
 pub async fn settled_control_plane(plane: &'static Plane, prefix: &str, replicas: i32) -> (Env, Fake, Running) {
+    settled_control_plane_with(plane, prefix, replicas, test_config()).await
+}
+
+/// [`settled_control_plane`] with the controller on `cfg`.
+pub async fn settled_control_plane_with(
+    plane: &'static Plane,
+    prefix: &str,
+    replicas: i32,
+    cfg: ControllerConfig,
+) -> (Env, Fake, Running) {
     let env = Env::new(plane, prefix).await;
     let uid = env.create_cluster(&[]).await;
     env.create_cluster_secrets(Some(&uid)).await;
     env.create_mcp(&uid, mcp_spec(replicas, "v1.33.0")).await;
     let fake = Fake::start(&env, FakeOpts::default()).await;
-    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, cfg).await;
     env.wait_settled(usize::try_from(replicas).unwrap()).await;
     (env, fake, ctl)
 }
@@ -445,6 +455,10 @@ pub struct FakeOpts {
     pub mark_init: bool,
     /// Node action pods succeed.
     pub pods_succeed: bool,
+    /// Node action pods stay Running forever (a kubelet that never finishes them).
+    pub pods_hang: bool,
+    /// Node action pods on these nodes stay Running forever.
+    pub pods_hang_on: Vec<String>,
     /// Patch version of kubelets (the snap's newest patch of a track).
     pub kubelet_patch: u32,
 }
@@ -455,6 +469,8 @@ impl Default for FakeOpts {
             boot: true,
             mark_init: true,
             pods_succeed: true,
+            pods_hang: false,
+            pods_hang_on: Vec::new(),
             kubelet_patch: 7,
         }
     }
@@ -732,10 +748,23 @@ async fn tick(
             .get("microk8s.cluster.x-k8s.io/action")
             .cloned()
             .unwrap_or_default();
+        let hung = o.pods_hang || o.pods_hang_on.contains(&node);
+        if hung && phase.as_deref() == Some("Running") {
+            continue;
+        }
         log.lock()
             .unwrap()
             .actions
             .push((action.clone(), node.clone(), args.clone(), secret));
+        if hung {
+            pods.patch_status(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Running"}})),
+            )
+            .await?;
+            continue;
+        }
         let ok = o.pods_succeed;
         if ok && action == "snap-refresh" {
             let channel = &args[0];

@@ -985,6 +985,76 @@ async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
     ctl.stop().await;
 }
 
+/// A removal whose survivor goes down under it: the attempt times out, its pod (which no
+/// kubelet will ever finish) is deleted at once rather than left terminating, and the retry
+/// runs in a pod of its own on another Ready survivor.
+#[tokio::test]
+async fn a_removal_stranded_on_a_node_that_went_down_retries_elsewhere() {
+    let Some(plane) = plane().await else { return };
+    let cfg = mk8s_controlplane::ControllerConfig {
+        node_action_timeout: Duration::from_secs(8),
+        ..test_config()
+    };
+    let (env, fake, ctl) = settled_control_plane_with(plane, "stranded", 5, cfg).await;
+    let victim = env.cp_machines().await[0].name_any();
+    fake.set(|o| o.pods_hang = true);
+    env.api(&machine_ar())
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.wclient.clone(), "microk8s-capi-system");
+    let removal_pods = || async {
+        pods.list(&ListParams::default().labels("microk8s.cluster.x-k8s.io/action=dqlite-remove"))
+            .await
+            .unwrap()
+            .items
+    };
+    let first = wait_for_value(
+        || async {
+            removal_pods()
+                .await
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        },
+        "the first removal pod running",
+    )
+    .await;
+    let survivor = first.spec.as_ref().unwrap().node_name.clone().unwrap();
+    assert_ne!(survivor, victim);
+    // The survivor's node goes down with the pod on it; pods elsewhere finish again.
+    fake.set(|o| {
+        o.pods_hang = false;
+        o.pods_hang_on = vec![survivor.clone()];
+    });
+    let nodes: Api<Node> = Api::all(env.wclient.clone());
+    let ip = nodes.get(&survivor).await.unwrap().status.unwrap().addresses.unwrap()[0]
+        .address
+        .clone();
+    nodes
+        .patch_status(
+            &survivor,
+            &PatchParams::default(),
+            &Patch::Merge(node_status(&ip, "v1.33.7", false)),
+        )
+        .await
+        .unwrap();
+
+    env.wait("the victim deleted through its hook", || async {
+        fake.log(|l| l.deleted_with_hook.contains(&victim))
+    })
+    .await;
+    assert!(
+        pods.get_opt(&first.name_any()).await.unwrap().is_none(),
+        "the stranded pod was deleted outright, not left terminating"
+    );
+    let removals: Vec<_> = fake.log(|l| l.actions.iter().filter(|a| a.0 == "dqlite-remove").cloned().collect());
+    assert_eq!(removals.len(), 2, "one attempt, one retry: {removals:?}");
+    assert_eq!(removals[0].1, survivor);
+    assert_ne!(removals[1].1, survivor, "the retry runs on a Ready survivor");
+    assert_eq!(removals[0].2[0], removals[1].2[0], "the same member removed");
+    ctl.stop().await;
+}
+
 /// The source copy of a moved control plane (paused, annotated by clusterctl and deleted) is
 /// let go at once: its Machines and the cluster's Secrets stay for the target's copy.
 #[tokio::test]
