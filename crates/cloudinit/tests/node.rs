@@ -416,6 +416,46 @@ fn minimal_specs_boot_every_role() {
     }
 }
 
+/// An install that outlived its `timeout` goes on in snapd: the retry waits for that change
+/// and counts it, instead of failing against it ("change in progress") five times.
+#[test]
+fn a_timed_out_install_is_waited_for_not_repeated() {
+    if !have_shells() {
+        return;
+    }
+    let role = Role::Worker {
+        join_addresses: addresses(),
+    };
+    let doc = render(&input(role, &minimal_spec())).expect("render");
+    let m = Machine::new("slow-install");
+    std::fs::write(m.path("/.stub-slow-install"), "").unwrap();
+    let run = m.boot(&doc, None);
+    assert_eq!(run.status, 0, "{}\n{}", run.output, run.dump());
+    assert!(m.exists(paths::BOOTSTRAP_SENTINEL));
+    assert_eq!(
+        run.calls_of("snap", &["install"]).len(),
+        1,
+        "installed once, by the first attempt:\n{}",
+        run.dump()
+    );
+    let watches = run.calls_of("snap", &["watch", "--last=install"]).len();
+    assert_eq!(watches, 2, "each attempt looks for a running install first");
+    assert_eq!(
+        run.calls_of("sleep", &["15"]).len(),
+        1,
+        "one pause between the attempts"
+    );
+    assert!(
+        !m.exists("/.stub-install-running"),
+        "the stranded install was waited for"
+    );
+    assert!(
+        run.output.contains("installed MicroK8s from channel 1.33/stable"),
+        "{}",
+        run.output
+    );
+}
+
 #[test]
 fn a_failed_step_stops_the_bootstrap_and_the_post_commands() {
     let role = Role::JoinControlPlane {

@@ -64,7 +64,28 @@ case ${name} in
   snap)
     case ${1:-} in
       list) [[ -e ${current}/args/kubelet ]] ;;
-      install) install_tree ;;
+      install)
+        # ${CAPI_ROOT}/.stub-slow-install: this install outlives the client, as when
+        # `timeout` kills it; snapd finishes it for whoever watches the change.
+        if [[ -e ${CAPI_ROOT}/.stub-slow-install ]]; then
+          mv "${CAPI_ROOT}/.stub-slow-install" "${CAPI_ROOT}/.stub-install-running"
+          exit 124
+        fi
+        if [[ -e ${CAPI_ROOT}/.stub-install-running ]]; then
+          echo 'error: snap "microk8s" has "install-snap" change in progress' >&2
+          exit 1
+        fi
+        install_tree
+        ;;
+      watch)
+        if [[ -e ${CAPI_ROOT}/.stub-install-running ]]; then
+          rm "${CAPI_ROOT}/.stub-install-running"
+          install_tree
+        else
+          echo 'error: no changes of type "install" found' >&2
+          exit 1
+        fi
+        ;;
       ack) cat >"${STUB_LOG}/ack-${count}" ;;
     esac
     ;;
