@@ -33,8 +33,9 @@ component: control-plane
 {{- end }}
 
 {{/*
-The selector of a provider's pods: the labels Canonical's and the clusterctl manifests use, so
-a Deployment installed by either can be taken over by this chart (a selector is immutable).
+The selector of a provider's pods: the same labels as our release manifests, so a Deployment
+installed by either can be taken over by the other (a selector is immutable). Canonical's
+Deployments select `control-plane` only: they are deleted before a takeover (README).
 Argument: the provider's info (from "microk8s-capi.provider").
 */}}
 {{- define "microk8s-capi.selector" -}}

@@ -1,7 +1,7 @@
 //! Scenario `takeover` (`make takeover`, after the synthetic e2e test): the drop-in promise
 //! against Canonical's **running** managers. On a fresh plane with their CRDs (v1beta1
 //! contract only), their managers provision a 3 + 2 cluster on the simulator; then the
-//! README's cut-over — their managers stopped (their Deployments scaled to zero), the
+//! README's cut-over — their managers stopped (their Deployments deleted), the
 //! cluster-admin bindings their out-of-cluster run had removed (ours run with
 //! `config/rbac/` only), our CRDs installed and their contract label dropped, our managers
 //! started — and the checks of `mk8s_e2e::takeover`: no new Machines, no regenerated

@@ -870,3 +870,260 @@ async fn cloud_templates_generate_and_are_accepted_by_the_api_server() {
     let _ = std::fs::remove_dir_all(dir);
     assert!(errors.is_empty(), "refused by the API server:\n{}", errors.join("\n"));
 }
+
+// ------------------------------------------------------------------------------------------
+// Installing over Canonical's managers (README: Moving from Canonical's providers)
+// ------------------------------------------------------------------------------------------
+
+/// The two providers as (`bootstrap` | `control-plane`, our binary).
+const PROVIDERS: [(&str, &str); 2] = [
+    ("bootstrap", "/mk8s-bootstrap"),
+    ("control-plane", "/mk8s-controlplane"),
+];
+
+/// The manager objects `clusterctl init` leaves for Canonical's v0.6.11 provider `kind`
+/// (`cabpm.md` §5.3, `cacpm.md` §4): kubebuilder's layout, whose Deployment and Service
+/// select `control-plane: controller-manager` only (clusterctl labels metadata, never
+/// selectors), a kube-rbac-proxy sidecar, and `/manager`.
+fn canonical_manager_objects(kind: &str) -> Vec<Value> {
+    let ns = format!("capi-microk8s-{kind}-system");
+    let prefix = format!("capi-microk8s-{kind}");
+    let sa = format!("{prefix}-controller-manager");
+    let labels = serde_json::json!({
+        "control-plane": "controller-manager",
+        "cluster.x-k8s.io/provider": format!("{kind}-microk8s"),
+        "clusterctl.cluster.x-k8s.io": "",
+    });
+    let selector = serde_json::json!({"control-plane": "controller-manager"});
+    let image = format!("docker.io/cdkbot/capi-{kind}-provider-microk8s:0.6.11");
+    serde_json::from_value(serde_json::json!([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns, "labels": labels}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": format!("{prefix}-manager-role"), "labels": labels},
+         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": format!("{prefix}-manager-rolebinding"), "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{prefix}-manager-role")},
+         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": format!("{prefix}-controller-manager-metrics-service"), "namespace": ns, "labels": labels},
+         "spec": {"selector": selector, "ports": [{"name": "https", "port": 8443, "protocol": "TCP", "targetPort": "https"}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": sa, "namespace": ns, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+           "template": {"metadata": {"labels": selector},
+             "spec": {"serviceAccountName": sa, "containers": [
+               {"name": "kube-rbac-proxy", "image": "gcr.io/kubebuilder/kube-rbac-proxy:v0.8.0",
+                "args": ["--secure-listen-address=0.0.0.0:8443", "--upstream=http://127.0.0.1:8080/"],
+                "ports": [{"containerPort": 8443, "name": "https"}]},
+               {"name": "manager", "image": image, "command": ["/manager"],
+                "args": ["--health-probe-bind-address=:8081", "--metrics-bind-address=127.0.0.1:8080", "--leader-elect"]}]}}}},
+    ]))
+    .unwrap()
+}
+
+/// A private management plane (the takeover tests replace manager objects by name, which the
+/// shared plane's other tests use). `None` outside CI when the binaries are missing.
+async fn private_plane() -> Option<mk8s_testenv::Plane> {
+    match tokio::task::spawn_blocking(mk8s_testenv::Plane::start).await.unwrap() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{e}");
+            eprintln!("packaging: skipped ({e})");
+            None
+        }
+    }
+}
+
+/// Canonical's managers, installed as clusterctl leaves them (field manager `clusterctl`).
+async fn install_canonical_managers(client: &kube::Client) {
+    for (kind, _) in PROVIDERS {
+        for doc in canonical_manager_objects(kind) {
+            let (group, version) = pkg::group_version(&doc);
+            let k = doc["kind"].as_str().unwrap();
+            let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, k));
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            let api: Api<kube::api::DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            api.patch(
+                name,
+                &kube::api::PatchParams::apply("clusterctl"),
+                &kube::api::Patch::Apply(&doc),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{k} {name}: {e}"));
+        }
+    }
+}
+
+/// Step 1 of the README's cut-over: delete Canonical's Deployments and metrics Services
+/// (their selectors are immutable and select a label set ours does not use).
+async fn delete_canonical_deployments(client: &kube::Client) {
+    for (kind, _) in PROVIDERS {
+        let ns = format!("capi-microk8s-{kind}-system");
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+        let name = format!("capi-microk8s-{kind}-controller-manager");
+        deployments.delete(&name, &DeleteParams::default()).await.unwrap();
+        services
+            .delete(&format!("{name}-metrics-service"), &DeleteParams::default())
+            .await
+            .unwrap();
+        // Deleted with foreground-free defaults: gone once the API server says so.
+        mk8s_e2e::eventually(std::time::Duration::from_secs(30), "the Deployment gone", || {
+            let deployments = deployments.clone();
+            let name = name.clone();
+            async move {
+                match deployments.get_opt(&name).await.unwrap() {
+                    None => Ok(()),
+                    Some(_) => Err("still there".to_string()),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// What must hold once ours are installed: our managers alone in the Deployments, our metrics
+/// port alone in the Services, the namespaces (and whatever clusterctl keeps in them) kept.
+async fn assert_ours_installed(client: &kube::Client) {
+    for (kind, binary) in PROVIDERS {
+        let ns = format!("capi-microk8s-{kind}-system");
+        let name = format!("capi-microk8s-{kind}-controller-manager");
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+        let d = deployments.get(&name).await.unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let containers: Vec<(&str, Option<&Vec<String>>)> = pod
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.command.as_ref()))
+            .collect();
+        assert_eq!(containers.len(), 1, "{kind}: {containers:?}");
+        assert_eq!(containers[0].0, "manager");
+        assert_eq!(containers[0].1, Some(&vec![binary.to_string()]), "{kind}");
+        assert_eq!(pod.service_account_name.as_deref(), Some(name.as_str()));
+        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+        let s = services.get(&format!("{name}-metrics-service")).await.unwrap();
+        let ports: Vec<i32> = s.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, vec![8080], "{kind}: only our metrics port");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let n = namespaces.get(&ns).await.unwrap();
+        assert!(n.metadata.deletion_timestamp.is_none(), "{ns} kept");
+    }
+}
+
+/// The release manifests (through `clusterctl generate yaml`, as the README says for
+/// installs without `clusterctl init`) replace Canonical's managers once their Deployments
+/// are deleted — and cannot before: a Deployment's selector is immutable.
+#[tokio::test]
+async fn release_manifests_replace_canonicals_managers() {
+    let clusterctl = pkg::clusterctl();
+    if pkg::skip_without("clusterctl", &clusterctl) {
+        return;
+    }
+    let clusterctl = clusterctl.unwrap();
+    let Some(plane) = private_plane().await else { return };
+    let client = plane.client().await;
+    install_canonical_managers(&client).await;
+
+    let dir = work_dir("takeover-manifests");
+    let version = mk8s_gen::release::version();
+    let mut docs = vec![];
+    for p in mk8s_gen::release::providers(&version).unwrap() {
+        if !p.label.ends_with("-microk8s") {
+            continue;
+        }
+        let file = dir.join(p.components_name);
+        std::fs::write(&file, &p.components).unwrap();
+        let out = pkg::run(
+            std::process::Command::new(&clusterctl)
+                .args(["generate", "yaml", "--from"])
+                .arg(&file)
+                .env_clear()
+                .env("HOME", &dir)
+                .env("XDG_CONFIG_HOME", &dir)
+                .env("CLUSTERCTL_DISABLE_VERSIONCHECK", "true"),
+        );
+        docs.extend(pkg::documents(&String::from_utf8_lossy(&out.stdout)));
+    }
+    assert!(
+        !serde_json::to_string(&docs).unwrap().contains("${"),
+        "every variable substituted"
+    );
+
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let refused = pkg::apply(&client, deployment, "default", true).await.unwrap_err();
+    assert!(
+        refused.contains("field is immutable"),
+        "applying over Canonical's Deployment: {refused}"
+    );
+
+    delete_canonical_deployments(&client).await;
+    docs.sort_by_key(|d| d["kind"] != "CustomResourceDefinition" && d["kind"] != "Namespace");
+    for d in &docs {
+        pkg::apply(&client, d, "default", true).await.unwrap();
+    }
+    assert_ours_installed(&client).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The chart replaces Canonical's managers with `helm install --take-ownership` and
+/// `namespaces.create=false`, once their Deployments are deleted; without the flag Helm
+/// refuses objects it does not own.
+#[tokio::test]
+async fn the_chart_replaces_canonicals_managers() {
+    let helm = pkg::helm();
+    if pkg::skip_without("helm", &helm) {
+        return;
+    }
+    let helm = helm.unwrap();
+    let Some(plane) = private_plane().await else { return };
+    let client = plane.client().await;
+    install_canonical_managers(&client).await;
+    delete_canonical_deployments(&client).await;
+
+    let dir = work_dir("takeover-helm");
+    let install = |take_ownership: bool| {
+        let mut cmd = std::process::Command::new(&helm);
+        cmd.args(["install", "microk8s-capi"])
+            .arg(pkg::chart_dir())
+            .args([
+                "--namespace",
+                "default",
+                "--set",
+                "namespaces.create=false",
+                "--kubeconfig",
+            ])
+            .arg(plane.kubeconfig_path())
+            .env("HOME", &dir)
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_DATA_HOME", dir.join("data"));
+        if take_ownership {
+            cmd.arg("--take-ownership");
+        }
+        cmd.output().unwrap()
+    };
+    let refused = install(false);
+    assert!(
+        !refused.status.success(),
+        "Helm adopts nothing without --take-ownership"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("invalid ownership metadata"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = install(true);
+    assert!(
+        out.status.success(),
+        "helm install --take-ownership:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ours_installed(&client).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

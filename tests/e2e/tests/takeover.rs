@@ -16,7 +16,7 @@
 //! with Canonical's control plane. Managed fields are reset to one `manager` (controller-runtime's
 //! default field manager) as Canonical's writes leave them.
 //!
-//! Cut-over, as the README documents: Canonical's managers scaled to zero (here: ours
+//! Cut-over, as the README documents: Canonical's managers deleted (here: ours
 //! stopped), our CRDs installed (their contract label replaces Canonical's), our managers
 //! started. Asserted (`mk8s_e2e::takeover`, shared with `mk8s-bench takeover`, which starts
 //! from Canonical's running managers): no new Machines, no regenerated bootstrap data (data
