@@ -146,14 +146,16 @@ pub struct Defaults {
 #[error("invalid bind address {0:?}: expected HOST:PORT, :PORT or 0")]
 pub struct BadAddress(pub String);
 
-/// Parses a controller-runtime style bind address: `:8080` binds all interfaces, `0` disables.
+/// Parses a controller-runtime style bind address: `:8080` binds all interfaces, IPv6 and
+/// IPv4 (`[::]:8080`, served dual-stack by [`crate::server`], as Go's `:8080` listens), `0`
+/// disables.
 pub fn parse_bind_address(addr: &str) -> Result<Option<SocketAddr>, BadAddress> {
     let addr = addr.trim();
     if addr == "0" || addr.is_empty() {
         return Ok(None);
     }
     let full = if let Some(port) = addr.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
+        format!("[::]:{port}")
     } else {
         addr.to_string()
     };
@@ -228,10 +230,7 @@ mod tests {
 
     #[test]
     fn parses_bind_addresses() {
-        assert_eq!(
-            parse_bind_address(":8080").unwrap(),
-            Some("0.0.0.0:8080".parse().unwrap())
-        );
+        assert_eq!(parse_bind_address(":8080").unwrap(), Some("[::]:8080".parse().unwrap()));
         assert_eq!(
             parse_bind_address("127.0.0.1:9").unwrap(),
             Some("127.0.0.1:9".parse().unwrap())

@@ -75,12 +75,38 @@ pub async fn serve_metrics(
     serve(addr, app, shutdown).await
 }
 
+/// Listens on `addr`. The IPv6 wildcard (`:PORT` on the command line) gets one dual-stack
+/// socket, whatever `net.ipv6.bindv6only` says, so IPv4, IPv6 and dual-stack clusters' probes
+/// and scrapes all reach it; on a host without IPv6 it falls back to the IPv4 wildcard.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            s.set_only_v6(false)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    };
+    match socket(addr) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::debug!(error = %e, %addr, "no IPv6 here; listening on IPv4 only");
+            socket(v4)
+        }
+        r => r,
+    }
+}
+
 async fn serve(
     addr: SocketAddr,
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = listen(addr)?;
     let bound = listener.local_addr()?;
     let handle = tokio::spawn(async move {
         let result = axum::serve(listener, app)
@@ -121,6 +147,22 @@ mod tests {
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         stop.cancel();
         handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_wildcard_serves_ipv4_and_ipv6() {
+        let stop = CancellationToken::new();
+        let wildcard = crate::flags::parse_bind_address(":0").unwrap().unwrap();
+        let (addr, _h) = serve_probes(wildcard, Readiness::default(), stop.clone())
+            .await
+            .unwrap();
+        let v4 = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()));
+        assert!(get(v4, "/healthz").await.starts_with("HTTP/1.1 200"), "over IPv4");
+        if addr.is_ipv6() {
+            let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()));
+            assert!(get(v6, "/healthz").await.starts_with("HTTP/1.1 200"), "over IPv6");
+        }
+        stop.cancel();
     }
 
     #[tokio::test]
