@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod client;
 pub mod flags;
+pub mod leader;
 pub mod metrics;
 pub mod secret_cache;
 pub mod server;
@@ -209,6 +210,9 @@ where
     )?;
 
     let config = client::management_config(flags.kubeconfig.as_deref()).await?;
+    // Leader election has a client of its own: renewals must not queue behind the
+    // controllers' requests under the rate limit.
+    let lease_client = Client::try_from(config.clone()).map_err(client::ClientError::Build)?;
     let client = client::rate_limited_client(
         config,
         client::RateLimit {
@@ -270,7 +274,7 @@ where
                 format!("{}-{}-{}", defaults.name, std::process::id(), suffix.to_lowercase())
             });
         let duration = flags.leader_election_lease_duration.max(2);
-        let manager = LeaseManagerBuilder::new(client.clone(), &lease_name)
+        let manager = LeaseManagerBuilder::new(lease_client.clone(), &lease_name)
             .with_namespace(&ns)
             .with_identity(&identity)
             .with_duration(duration)
@@ -295,20 +299,34 @@ where
         let token = shutdown.clone();
         let lost_flag = lost.clone();
         let mut watch_rx = rx.clone();
+        let terms = leader::LeaseTerms {
+            namespace: ns.clone(),
+            name: lease_name.clone(),
+            identity: identity.clone(),
+            duration: Duration::from_secs(duration),
+            grace: Duration::from_secs((duration / 3).max(1)),
+        };
+        let guard = leader::guard(lease_client.clone(), terms, std::time::SystemTime::now(), token.clone());
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    changed = watch_rx.changed() => {
-                        if changed.is_err() || !*watch_rx.borrow() {
-                            error!("lost the leader election Lease");
-                            lost_flag.store(true, Ordering::SeqCst);
-                            token.cancel();
-                            return;
-                        }
+            // The lease manager reports a loss it has seen; the guard one it cannot see (no
+            // renewal before the deadline) and a takeover seen first by the watch.
+            let lost_it = async {
+                loop {
+                    if watch_rx.changed().await.is_err() || !*watch_rx.borrow() {
+                        error!("lost the leader election Lease");
+                        return;
                     }
-                    _ = token.cancelled() => return,
                 }
+            };
+            tokio::select! {
+                () = lost_it => {}
+                ended = guard => if ended == leader::Ended::Shutdown {
+                    return;
+                },
+                _ = token.cancelled() => return,
             }
+            lost_flag.store(true, Ordering::SeqCst);
+            token.cancel();
         });
         lease_guard = Some((rx, handle));
     }

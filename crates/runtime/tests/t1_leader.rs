@@ -1,5 +1,6 @@
 //! T1: leader election of the manager runtime on a real API server — one leader at a time,
-//! hand-over on graceful shutdown, and fail-stop when another holder takes the Lease.
+//! hand-over on graceful shutdown, fail-stop when another holder takes the Lease, and
+//! fail-stop before a standby can take over when the leader loses the API server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,32 +23,50 @@ const DEFAULTS: Defaults = Defaults {
 
 struct Instance {
     leading: Arc<AtomicUsize>,
+    /// When the controllers started (leadership won).
+    led: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// When the controllers saw the shutdown.
+    stopped: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     token: Arc<Mutex<Option<CancellationToken>>>,
     handle: tokio::task::JoinHandle<Result<(), RuntimeError>>,
 }
 
 fn start(kubeconfig: &std::path::Path, ns: &str) -> Instance {
+    start_with(kubeconfig, ns, 3)
+}
+
+fn start_with(kubeconfig: &std::path::Path, ns: &str, lease_secs: u64) -> Instance {
     let flags = ManagerFlags::from_args([
         format!("--kubeconfig={}", kubeconfig.display()),
         "--leader-elect".into(),
         format!("--leader-election-namespace={ns}"),
-        "--leader-election-lease-duration=3".into(),
+        format!("--leader-election-lease-duration={lease_secs}"),
         "--log-level=warn".into(),
     ])
     .unwrap();
     let leading = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(std::sync::Mutex::new(None));
+    let led = Arc::new(std::sync::Mutex::new(None));
     let token: Arc<Mutex<Option<CancellationToken>>> = Arc::new(Mutex::new(None));
-    let (l, t) = (leading.clone(), token.clone());
+    let (l, t, st, ld) = (leading.clone(), token.clone(), stopped.clone(), led.clone());
     let handle = tokio::spawn(async move {
         mk8s_runtime::run(flags, DEFAULTS, |rt| async move {
+            *ld.lock().unwrap() = Some(std::time::Instant::now());
             *t.lock().await = Some(rt.shutdown.clone());
             l.fetch_add(1, Ordering::SeqCst);
             rt.shutdown.cancelled().await;
+            *st.lock().unwrap() = Some(std::time::Instant::now());
             Ok(())
         })
         .await
     });
-    Instance { leading, token, handle }
+    Instance {
+        leading,
+        led,
+        stopped,
+        token,
+        handle,
+    }
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) {
@@ -108,4 +127,78 @@ async fn one_leader_hand_over_and_fail_stop() {
         .expect("the leader stops")
         .unwrap();
     assert!(matches!(res, Err(RuntimeError::LostLeadership(_))), "{res:?}");
+}
+
+/// A TCP proxy to the API server that can be cut: connections through it are dropped and new
+/// ones refused, as when a leader's node loses the network.
+struct Proxy {
+    url: String,
+    cut: CancellationToken,
+}
+
+async fn proxy(upstream: u16) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let cut = CancellationToken::new();
+    let c = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut down, _) = tokio::select! {
+                r = listener.accept() => r.unwrap(),
+                _ = c.cancelled() => return,
+            };
+            let c = c.clone();
+            tokio::spawn(async move {
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                    _ = c.cancelled() => {}
+                }
+            });
+        }
+    });
+    Proxy { url, cut }
+}
+
+/// The leader loses the API server: it stops leading before its Lease expires, so the
+/// standby that then takes the Lease never leads alongside it. (Without a renew deadline
+/// the leader retried its renewal quietly and went on reconciling.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_stops_before_its_lease_expires() {
+    let Some(plane) = mk8s_testenv::shared().await else {
+        return;
+    };
+    plane.install_capi_crds().await.unwrap();
+    let ns = plane.namespace("cutoff").await.unwrap();
+    let p = proxy(plane.api_port()).await;
+    let dir = std::env::temp_dir().join(format!("mk8s-leader-cutoff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let via_proxy = dir.join("kubeconfig");
+    std::fs::write(&via_proxy, plane.kubeconfig_yaml().replace(&plane.server_url(), &p.url)).unwrap();
+
+    let a = start_with(&via_proxy, &ns, 6);
+    eventually("the first instance leads", || a.leading.load(Ordering::SeqCst) == 1).await;
+    let b = start_with(plane.kubeconfig_path(), &ns, 6);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.leading.load(Ordering::SeqCst), 0, "one leader");
+
+    p.cut.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(30), a.handle)
+        .await
+        .expect("the cut-off leader stops")
+        .unwrap();
+    assert!(matches!(res, Err(RuntimeError::LostLeadership(_))), "{res:?}");
+    eventually("the standby takes over", || b.leading.load(Ordering::SeqCst) == 1).await;
+    let a_stopped = a.stopped.lock().unwrap().expect("a's controllers stopped");
+    let b_led = b.led.lock().unwrap().expect("b leads");
+    assert!(
+        a_stopped < b_led,
+        "the cut-off leader stopped {:?} after the standby took over",
+        a_stopped - b_led
+    );
+    b.token.lock().await.as_ref().unwrap().cancel();
+    b.handle.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
 }
