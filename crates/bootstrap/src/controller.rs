@@ -356,6 +356,7 @@ fn controlled_by(meta: &ObjectMeta, cfg: &MicroK8sConfig) -> bool {
 async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, Error> {
     wait_for_caches(ctx).await;
     let ns = cfg.namespace().unwrap_or_default();
+    let mut version = cfg.metadata.resource_version.clone();
     let mut machine_slot = None;
     let owner = owner(cfg, ctx, &mut machine_slot);
     let cluster = match &owner {
@@ -433,7 +434,7 @@ async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, 
         // `decide` only plans generation once it has seen the Cluster.
         Plan::Generate(g) => match cluster.as_deref() {
             Some(cluster) => {
-                let (o, ca, a) = generate(cfg, ctx, cluster, g).await?;
+                let (o, ca, a) = generate(cfg, ctx, cluster, g, &mut version).await?;
                 ca_condition = ca;
                 if let Some(a) = a {
                     action = a;
@@ -454,7 +455,15 @@ async fn reconcile_inner(cfg: &MicroK8sConfig, ctx: &Context) -> Result<Action, 
     {
         release_lock_if_held(ctx, c).await?;
     }
-    apply_status(cfg, ctx, &outcome, ca_condition.as_ref(), join.as_ref()).await?;
+    apply_status(
+        cfg,
+        ctx,
+        version.as_deref(),
+        &outcome,
+        ca_condition.as_ref(),
+        join.as_ref(),
+    )
+    .await?;
     Ok(action)
 }
 
@@ -508,7 +517,14 @@ fn wait(reason: &'static str, message: String) -> Generated {
     (Outcome::NotAvailable { reason, message }, None, None)
 }
 
-async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Generate) -> Result<Generated, Error> {
+/// `version`: the config's resourceVersion, updated when this writes the config.
+async fn generate(
+    cfg: &MicroK8sConfig,
+    ctx: &Context,
+    cluster: &Cluster,
+    g: Generate,
+    version: &mut Option<String>,
+) -> Result<Generated, Error> {
     let ns = cfg.namespace().unwrap_or_default();
     let client = ctx.rt.client.clone();
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -732,7 +748,9 @@ async fn generate(cfg: &MicroK8sConfig, ctx: &Context, cluster: &Cluster, g: Gen
         }
     };
 
-    record_role(cfg, ctx, g.role, &join_addresses).await?;
+    if let Some(v) = record_role(cfg, ctx, g.role, &join_addresses).await? {
+        *version = Some(v);
+    }
     if let Some(conflict) = store_data_secret(cfg, ctx, cluster, user_data).await? {
         return Ok((
             conflict,
@@ -811,26 +829,33 @@ async fn fresh_initialized(ctx: &Context, cluster: &Cluster) -> Result<bool, Err
 }
 
 /// Records on the config the role its data is rendered for and the addresses a joining
-/// role joins through (one patch, skipped when both are recorded already).
-async fn record_role(cfg: &MicroK8sConfig, ctx: &Context, role: Role, join_addresses: &[String]) -> Result<(), Error> {
+/// role joins through (one patch, skipped when both are recorded already). Returns the
+/// config's new resourceVersion when it patched.
+async fn record_role(
+    cfg: &MicroK8sConfig,
+    ctx: &Context,
+    role: Role,
+    join_addresses: &[String],
+) -> Result<Option<String>, Error> {
     let joined = (!join_addresses.is_empty()).then(|| join_addresses.join(","));
     let annotations = cfg.annotations();
     if annotations.get(decide::ROLE_ANNOTATION).map(String::as_str) == Some(role.as_str())
         && annotations.get(decide::JOIN_ADDRESSES_ANNOTATION) == joined.as_ref()
     {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<MicroK8sConfig> = Api::namespaced(ctx.rt.client.clone(), &cfg.namespace().unwrap_or_default());
-    api.patch(
-        &cfg.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {
-            decide::ROLE_ANNOTATION: role.as_str(),
-            decide::JOIN_ADDRESSES_ANNOTATION: joined,
-        }}})),
-    )
-    .await?;
-    Ok(())
+    let patched = api
+        .patch(
+            &cfg.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                decide::ROLE_ANNOTATION: role.as_str(),
+                decide::JOIN_ADDRESSES_ANNOTATION: joined,
+            }}})),
+        )
+        .await?;
+    Ok(patched.metadata.resource_version)
 }
 
 /// Creates the data Secret; returns a conflict outcome when a foreign Secret has its name.
@@ -913,9 +938,12 @@ async fn store_data_secret(
     }
 }
 
+/// `version`: the resourceVersion of the config as `cfg.status` shows it (this reconcile's
+/// own writes to it, which leave the status alone, included).
 async fn apply_status(
     cfg: &MicroK8sConfig,
     ctx: &Context,
+    version: Option<&str>,
     outcome: &Outcome,
     ca: Option<&CaCondition>,
     join: Option<&status::JoinTargets>,
@@ -928,17 +956,31 @@ async fn apply_status(
     }
     let before = status::data_reason(current);
     let api: Api<MicroK8sConfig> = Api::namespaced(ctx.rt.client.clone(), &cfg.namespace().unwrap_or_default());
+    // `desired` starts from the cached status; the cache may not show our last write yet (its
+    // event can still be on the way when the next reconcile starts). The resourceVersion
+    // makes the apply fail then instead of undoing that write; the newer version's event
+    // reconciles again from it.
     let patch = json!({
         "apiVersion": MicroK8sConfig::api_version(&()),
         "kind": MicroK8sConfig::kind(&()),
+        "metadata": {"resourceVersion": version},
         "status": desired,
     });
-    api.patch_status(
-        &cfg.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    match api
+        .patch_status(
+            &cfg.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            debug!(config = %cfg.name_any(), "status computed from an older copy; reconciling again from the newer one");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
     // One Event per wait reason transition (the decision Events are published where taken).
     if let Outcome::NotAvailable { reason, message } = outcome
         && before.as_deref() != Some(*reason)
