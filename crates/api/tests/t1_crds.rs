@@ -61,6 +61,22 @@ async fn defaults_are_filled_including_nested_ones() {
     assert_eq!(c["spec"]["initConfiguration"]["joinTokenTTLInSecs"], json!(315569260));
     assert_eq!(c["spec"]["initConfiguration"]["riskLevel"], json!("stable"));
 
+    // No spec at all, as Canonical's CRD allowed: the same defaults.
+    let c = create(
+        &client,
+        &ns,
+        json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
+               "metadata": {"name": "no-spec"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c["spec"]["clusterConfiguration"]["portCompatibilityRemap"],
+        json!(true),
+        "{c}"
+    );
+    assert_eq!(c["spec"]["initConfiguration"]["joinTokenTTLInSecs"], json!(315569260));
+
     let c = create(
         &client,
         &ns,
@@ -118,6 +134,7 @@ async fn defaults_are_filled_including_nested_ones() {
         .unwrap();
     assert_eq!(typed.spec.version, "v1.33.0");
     let _: MicroK8sConfig = Api::namespaced(client.clone(), &ns).get("bare").await.unwrap();
+    let _: MicroK8sConfig = Api::namespaced(client.clone(), &ns).get("no-spec").await.unwrap();
     let _: MicroK8sConfigTemplate = Api::namespaced(client.clone(), &ns).get("t").await.unwrap();
     let _: MicroK8sControlPlaneTemplate = Api::namespaced(client.clone(), &ns).get("cpt").await.unwrap();
 }
