@@ -1,13 +1,15 @@
 //! Generation of the CRD manifests committed under `config/crd/`.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 use crate::{MicroK8sConfig, MicroK8sConfigTemplate, MicroK8sControlPlane, MicroK8sControlPlaneTemplate};
 
 /// Every CRD of both providers, each with the file name it is committed under.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let all = vec![
         (
             "bootstrap.cluster.x-k8s.io_microk8sconfigs.yaml",
             spec_optional(MicroK8sConfig::crd()),
@@ -24,7 +26,37 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
             "controlplane.cluster.x-k8s.io_microk8scontrolplanetemplates.yaml",
             MicroK8sControlPlaneTemplate::crd(),
         ),
-    ]
+    ];
+    all.into_iter().map(|(f, c)| (f, enums_not_nullable(c))).collect()
+}
+
+/// Enum fields are not nullable: an explicit `null` (an empty template variable, an unset
+/// Helm value) is then dropped by the API server and the default applies, as with
+/// Canonical's schema. Nullable (kube's rendering of `Option`), the enum refused the null.
+fn enums_not_nullable(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(s: &mut JSONSchemaProps) {
+        if s.enum_.as_ref().is_some_and(|e| !e.iter().any(|v| v.0.is_null())) && s.nullable == Some(true) {
+            s.nullable = None;
+        }
+        for p in s.properties.iter_mut().flat_map(|p| p.values_mut()) {
+            walk(p);
+        }
+        if let Some(JSONSchemaPropsOrArray::Schema(items)) = s.items.as_mut() {
+            walk(items);
+        }
+        if let Some(JSONSchemaPropsOrBool::Schema(extra)) = s.additional_properties.as_mut() {
+            walk(extra);
+        }
+        for group in [&mut s.all_of, &mut s.any_of, &mut s.one_of].into_iter().flatten() {
+            group.iter_mut().for_each(walk);
+        }
+    }
+    for v in &mut crd.spec.versions {
+        if let Some(root) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            walk(root);
+        }
+    }
+    crd
 }
 
 /// Lets objects leave out `spec`, as Canonical's CRD did (`spec,omitempty`, every field of

@@ -533,3 +533,49 @@ async fn scale_subresource_printer_columns_and_explain_work_with_kubectl() {
     );
     assert!(explain.contains("microk8s add-node"), "{explain}");
 }
+
+/// Empty template variables and Helm values become explicit nulls; Canonical's schema
+/// (fields not nullable) dropped them and applied the defaults. Ours must accept them too.
+#[tokio::test]
+async fn explicit_nulls_are_accepted() {
+    let Some((client, ns, _)) = setup("nulls").await else {
+        return;
+    };
+    let c = create(
+        &client,
+        &ns,
+        cfg(
+            "nulls",
+            json!({"initConfiguration": {"riskLevel": null, "confinement": null, "snapstoreProxyScheme": null,
+                                         "addons": null, "joinTokenTTLInSecs": null},
+                   "clusterConfiguration": {"portCompatibilityRemap": null}}),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("explicit nulls in a MicroK8sConfig: {e}"));
+    let _: MicroK8sConfig = serde_json::from_value(c.clone()).unwrap();
+    let init = &c["spec"]["initConfiguration"];
+    assert_eq!(
+        init["riskLevel"],
+        json!("stable"),
+        "the null dropped, the default applied: {c}"
+    );
+    assert!(init.get("confinement").is_none(), "{c}");
+    let m = create(
+        &client,
+        &ns,
+        mcp(
+            "nulls",
+            json!({"version": "v1.33.0", "machineTemplate": infra(), "upgradeStrategy": null,
+                   "controlPlaneConfig": {"initConfiguration": {"riskLevel": null}}}),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("explicit nulls in a MicroK8sControlPlane: {e}"));
+    let _: MicroK8sControlPlane = serde_json::from_value(m.clone()).unwrap();
+    assert!(m["spec"].get("upgradeStrategy").is_none(), "{m}");
+    assert_eq!(
+        m["spec"]["controlPlaneConfig"]["initConfiguration"]["riskLevel"],
+        json!("stable")
+    );
+}
