@@ -184,22 +184,22 @@ pub struct InitConfiguration {
     /// cloud-init, so they may use instance data, e.g.
     /// `--node-ip={{ ds.meta_data.local_ipv4 }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), inner(length(max = 4096)))]
+    #[schemars(length(max = 256))]
     pub extra_kubelet_args: Option<Vec<String>>,
 
     /// Commands cloud-init runs early on every boot (`bootcmd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), inner(length(max = 16384)))]
+    #[schemars(length(max = 256))]
     pub boot_commands: Option<Vec<String>>,
 
     /// Commands run (as `runcmd` entries, by `/bin/sh`) before MicroK8s is installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), inner(length(max = 16384)))]
+    #[schemars(length(max = 256))]
     pub pre_run_commands: Option<Vec<String>>,
 
     /// Commands run (as `runcmd` entries, by `/bin/sh`) after the node has been set up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), inner(length(max = 16384)))]
+    #[schemars(length(max = 256))]
     pub post_run_commands: Option<Vec<String>>,
 
     /// Holds automatic snap refreshes of `microk8s` on the node so that its Kubernetes
@@ -227,8 +227,8 @@ pub struct CloudInitWriteFile {
     #[schemars(regex(pattern = r"^/"), length(min = 2, max = 4096))]
     pub path: String,
 
-    /// Octal permissions of the file, as a string, e.g. `"0644"`.
-    #[schemars(regex(pattern = r"^0?[0-7]{3,4}$"))]
+    /// Octal permissions of the file, as a string, e.g. `"0644"` (or cloud-init's `"0o644"`).
+    #[schemars(regex(pattern = r"^(0o|0)?[0-7]{3,4}$"))]
     pub permissions: String,
 
     /// Owner of the file as `user:group`, e.g. `root:root`.

@@ -452,6 +452,23 @@ async fn objects_written_for_canonicals_providers_apply_unchanged_and_round_trip
         };
         assert_eq!(typed_spec, got["spec"], "{name}: typed round trip differs");
     }
+    // A long inline script and cloud-init's own permission notation, both fine for Canonical.
+    let script = format!(
+        "cat > /opt/setup.sh <<'EOF'\n{}\nEOF",
+        "echo configuring\n".repeat(2000)
+    );
+    create(
+        &client,
+        &ns,
+        cfg(
+            "long-script",
+            json!({"initConfiguration": {"postRunCommands": [script],
+                   "extraWriteFiles": [{"content": "x", "path": "/etc/x", "permissions": "0o640", "owner": "root:root"}]}}),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a 36 KiB postRunCommand and 0o640: {e}"));
+
     // An update through SSA keeps the object valid (stored objects stay updatable).
     let api = api_for(
         &client,

@@ -194,9 +194,13 @@ pub(crate) fn refresh_hold(value: &str) -> bool {
     true
 }
 
-/// Octal file permissions as the CRD allows them (`^0?[0-7]{3,4}$`): `0644`, `644`, `1777`.
+/// Octal file permissions as the CRD allows them (`^(0o|0)?[0-7]{3,4}$`): `0644`, `644`,
+/// `1777`, and cloud-init's own `0o644`.
 pub(crate) fn permissions(value: &str) -> bool {
-    let digits = value.strip_prefix('0').unwrap_or(value);
+    let digits = value
+        .strip_prefix("0o")
+        .or_else(|| value.strip_prefix('0'))
+        .unwrap_or(value);
     (3..=4).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
 }
 
@@ -248,10 +252,10 @@ mod tests {
 
     #[test]
     fn file_permissions() {
-        for ok in ["0644", "644", "0755", "1777", "0600", "00644"] {
+        for ok in ["0644", "644", "0755", "1777", "0600", "00644", "0o644", "0o1777"] {
             assert!(permissions(ok), "{ok}");
         }
-        for bad in ["", "64", "0800", "rw", "0o644", "12345", "+644"] {
+        for bad in ["", "64", "0800", "rw", "0o", "0o64", "0o800", "o644", "12345", "+644"] {
             assert!(!permissions(bad), "{bad}");
         }
     }

@@ -196,7 +196,7 @@ impl Rng {
                         .map(|_| CloudInitWriteFile {
                             content: self.text(true),
                             path: format!("/etc/{}.conf", self.text(false)),
-                            permissions: self.pick(&["0644", "600", "0755", "1777"]).to_string(),
+                            permissions: self.pick(&["0644", "600", "0755", "1777", "0o640"]).to_string(),
                             owner: self.word(),
                         })
                         .collect()
