@@ -544,18 +544,35 @@ async fn generate(
         )
     };
 
+    // A leftover of a deleted Cluster of this name is waited out, with a condition saying so.
+    let stale = |e: Error| -> Result<Generated, Error> {
+        match e {
+            Error::StaleClusterSecret { .. } => Ok((
+                Outcome::NotAvailable {
+                    reason: reason::WAITING_FOR_STALE_CLUSTER_SECRET,
+                    message: e.to_string(),
+                },
+                None,
+                Some(Action::requeue(ctx.backoff.fail(&key_of(cfg)))),
+            )),
+            e => Err(e),
+        }
+    };
+
     let control_plane = g.role != Role::Worker;
     let auth_token = if control_plane {
-        match secrets::auth_token(&source, cluster).await? {
-            Ok(t) => t,
-            Err(e) => return Ok(invalid(e.0)),
+        match secrets::auth_token(&source, cluster).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Ok(invalid(e.0)),
+            Err(e) => return stale(e),
         }
     } else {
         String::new()
     };
-    let join_token = match secrets::join_token(&source, cluster).await? {
-        Ok(t) => t,
-        Err(e) => return Ok(invalid(e.0)),
+    let join_token = match secrets::join_token(&source, cluster).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Ok(invalid(e.0)),
+        Err(e) => return stale(e),
     };
 
     let mut ca_condition = None;
@@ -564,9 +581,9 @@ async fn generate(
     let mut cluster_remap = None;
     let role = match g.role {
         Role::Init => {
-            let ca = match secrets::ca(&source, cluster).await? {
-                Ok(ca) => ca,
-                Err(e) => {
+            let ca = match secrets::ca(&source, cluster).await {
+                Ok(Ok(ca)) => ca,
+                Ok(Err(e)) => {
                     let (o, _, a) = invalid(e.0.clone());
                     let c = CaCondition {
                         ok: false,
@@ -575,6 +592,7 @@ async fn generate(
                     };
                     return Ok((o, Some(c), a));
                 }
+                Err(e) => return stale(e),
             };
             if ca.origin == secrets::Origin::Created {
                 event(

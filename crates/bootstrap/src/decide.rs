@@ -32,6 +32,9 @@ pub mod reason {
     /// Once the control plane is initialised: no control plane machine to join through
     /// (Running, or the cluster's initializer) reports an address.
     pub const WAITING_FOR_JOIN_ADDRESSES: &str = "WaitingForControlPlaneAddresses";
+    /// A cluster Secret still belongs to a deleted Cluster of the same name; the garbage
+    /// collector is about to delete it.
+    pub const WAITING_FOR_STALE_CLUSTER_SECRET: &str = "WaitingForStaleClusterSecretRemoval";
     /// The user must fix the spec or the Machine.
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
     /// A cluster Secret (CA, join token, auth token) is unusable.

@@ -16,6 +16,16 @@ pub enum Error {
     /// Work moved off the async workers (key generation) panicked or was cancelled.
     #[error("background task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A cluster Secret still belongs to a deleted Cluster of the same name.
+    #[error(
+        "Secret {secret} belongs to a deleted Cluster of this name (owner uid {owner_uid}); waiting for the garbage collector to delete it before creating this cluster's own"
+    )]
+    StaleClusterSecret {
+        /// `namespace/name` of the Secret.
+        secret: String,
+        /// The uid of the Cluster it belongs to.
+        owner_uid: String,
+    },
 }
 
 impl Error {
@@ -28,6 +38,7 @@ impl Error {
             Error::Pki(_) => "pki",
             Error::Json(_) => "serialization",
             Error::Task(_) => "task",
+            Error::StaleClusterSecret { .. } => "stale_cluster_secret",
         }
     }
 

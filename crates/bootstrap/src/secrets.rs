@@ -78,6 +78,11 @@ pub fn slim_copy(secret: Secret) -> Secret {
             name: metadata.name,
             namespace: metadata.namespace,
             resource_version: metadata.resource_version,
+            // Cluster owners only: they tell a leftover of a deleted Cluster ([`stale_owner`]).
+            owner_references: metadata
+                .owner_references
+                .map(|o| o.into_iter().filter(is_cluster_owner).collect::<Vec<_>>())
+                .filter(|o| !o.is_empty()),
             ..Default::default()
         },
         data: data.map(|mut d| {
@@ -86,6 +91,26 @@ pub fn slim_copy(secret: Secret) -> Secret {
         }),
         ..Default::default()
     }
+}
+
+fn is_cluster_owner(o: &OwnerReference) -> bool {
+    o.kind == "Cluster" && o.api_version.starts_with(&format!("{}/", mk8s_api::capi::GROUP))
+}
+
+/// The uid of the deleted Cluster a cluster Secret belongs to, when it belongs to another
+/// Cluster of this name only: a Cluster deleted and created again under its name (GitOps, CI)
+/// before the garbage collector removed its Secrets. Using them would give the new cluster
+/// the old CA and tokens, and then lose them to the collector.
+pub fn stale_owner(secret: &Secret, cluster: &Cluster) -> Option<String> {
+    let owners: Vec<&OwnerReference> = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| is_cluster_owner(o))
+        .collect();
+    let uid = cluster.metadata.uid.as_deref()?;
+    (!owners.is_empty() && owners.iter().all(|o| o.uid != uid)).then(|| owners[0].uid.clone())
 }
 
 /// One create at a time per cluster Secret. The configs of a cluster's workers, created
@@ -144,8 +169,15 @@ async fn get_or_create<F: Future<Output = Result<Secret, Error>>>(
     build: impl FnOnce() -> F,
 ) -> Result<(Arc<Secret>, Origin), Error> {
     let ns = cluster.metadata.namespace.as_deref().unwrap_or_default();
+    let not_stale = |s: Arc<Secret>| match stale_owner(&s, cluster) {
+        Some(uid) => Err(Error::StaleClusterSecret {
+            secret: format!("{ns}/{name}"),
+            owner_uid: uid,
+        }),
+        None => Ok((s, Origin::Existing)),
+    };
     if let Some(s) = src.cache.get(ns, name).await? {
-        return Ok((s, Origin::Existing));
+        return not_stale(s);
     }
     let key = (ns.to_string(), name.to_string());
     let slot = src.creating.slot(&key);
@@ -159,7 +191,10 @@ async fn get_or_create<F: Future<Output = Result<Secret, Error>>>(
         }
     };
     src.creating.release(&key, slot);
-    result
+    match result? {
+        (s, Origin::Existing) => not_stale(s),
+        created => Ok(created),
+    }
 }
 
 async fn create<F: Future<Output = Result<Secret, Error>>>(
@@ -320,6 +355,45 @@ mod tests {
         creating.release(&key("c-jointoken"), second);
         creating.release(&key("c-ca"), other);
         assert_eq!(creating.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_secret_of_a_deleted_cluster_of_the_same_name_is_stale() {
+        let cluster: Cluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "new"}, "spec": {}}))
+        .unwrap();
+        let owner = |kind: &str, api_version: &str, uid: &str| OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "c".into(),
+            uid: uid.into(),
+            ..Default::default()
+        };
+        let with = |owners: Vec<OwnerReference>| Secret {
+            metadata: ObjectMeta {
+                name: Some("c-ca".into()),
+                owner_references: Some(owners),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let old = owner("Cluster", "cluster.x-k8s.io/v1beta1", "old");
+        let ours = owner("Cluster", "cluster.x-k8s.io/v1beta2", "new");
+        let cp = owner("MicroK8sControlPlane", "controlplane.cluster.x-k8s.io/v1beta1", "cp");
+        assert_eq!(stale_owner(&with(vec![old.clone()]), &cluster), Some("old".into()));
+        assert_eq!(
+            stale_owner(&with(vec![old.clone(), cp.clone()]), &cluster),
+            Some("old".into())
+        );
+        assert_eq!(stale_owner(&with(vec![ours.clone()]), &cluster), None);
+        assert_eq!(stale_owner(&with(vec![old.clone(), ours]), &cluster), None, "also ours");
+        assert_eq!(stale_owner(&with(vec![cp.clone()]), &cluster), None, "no Cluster owner");
+        assert_eq!(stale_owner(&with(vec![]), &cluster), None, "Canonical's: no owner");
+        // The cache keeps the Cluster owners, and only those.
+        let slim = slim_copy(with(vec![cp, old]));
+        assert_eq!(stale_owner(&slim, &cluster), Some("old".into()));
+        assert_eq!(slim.metadata.owner_references.map(|o| o.len()), Some(1));
     }
 
     #[test]

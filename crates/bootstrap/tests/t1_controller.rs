@@ -572,6 +572,58 @@ async fn cluster_secrets_are_created_per_contract_and_user_secrets_kept() {
     ctrl.stop().await;
 }
 
+/// A Cluster deleted and created again under its name before the garbage collector removed
+/// its Secrets: the leftovers are waited out (a condition says so), never used, and the new
+/// cluster gets Secrets of its own.
+#[tokio::test]
+async fn secrets_left_by_a_deleted_cluster_of_the_same_name_are_not_used() {
+    let Some(env) = env("stale").await else { return };
+    env.cluster("again", true, true).await;
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), &env.ns);
+    let stale_token = "STALEstaleSTALEstaleSTALEstaleST";
+    // A finalizer keeps the leftover until the test lets it go, so the wait is seen.
+    let leftover: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "again-jointoken", "finalizers": ["test.example/hold"],
+                     "labels": {"cluster.x-k8s.io/cluster-name": "again"},
+                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                                          "name": "again", "uid": "6c1a3a4e-0000-4000-8000-000000000000"}]},
+        "stringData": {"value": stale_token}}))
+    .unwrap();
+    secrets.create(&PostParams::default(), &leftover).await.unwrap();
+    env.machine("again", "w", false, Some("v1.33.4"), json!({})).await;
+    env.machine("again", "c", true, Some("v1.33.4"), json!({})).await;
+    let ctrl = start_with(env.client.clone(), &env.ns);
+    let held = env.wait_reason("c", "False/WaitingForStaleClusterSecretRemoval").await;
+    let message = conditions::find(&held.status.unwrap().conditions, "DataSecretAvailable")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains("again-jointoken") && message.contains("deleted Cluster"),
+        "{message}"
+    );
+
+    secrets
+        .patch(
+            "again-jointoken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    // The collector deletes it (its owner is gone); the test helps when it is slow.
+    let _ = secrets.delete("again-jointoken", &Default::default()).await;
+    env.wait_reason("c", "True/DataSecretCreated").await;
+    let token = env.secret("again-jointoken").await.unwrap();
+    let v = value(&token, "value");
+    assert_ne!(v, stale_token);
+    let cluster_uid = env.dynamic("Cluster").get("again").await.unwrap().metadata.uid.unwrap();
+    assert_eq!(token.metadata.owner_references.unwrap()[0].uid, cluster_uid);
+    let init = env.data("c").await;
+    assert!(init.contains(&v) && !init.contains(stale_token));
+    ctrl.stop().await;
+}
+
 #[tokio::test]
 async fn later_renders_use_the_cluster_secrets_as_they_are_now() {
     // The manager keeps copies of the cluster Secrets it created or read; a user's change or
