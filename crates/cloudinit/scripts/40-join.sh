@@ -1,22 +1,24 @@
 #!/bin/bash
 # Joins the cluster through the first cluster agent that accepts, trying every URL in
-# turn, round after round, 5 seconds apart, for up to 20 minutes (240 rounds at most). A
-# worker's data may be rendered while the machine it joins through is still initializing
-# the cluster, so its first attempts fail until that machine has registered the join token.
+# turn, round after round, 5 seconds apart: a control plane node for up to 20 minutes (240
+# rounds at most), a worker for up to 60 minutes (720 rounds). A worker's data may be
+# rendered while the machine it joins through is still initializing the cluster (installing
+# MicroK8s, possibly through a slow snap store proxy), so its first attempts fail until that
+# machine has registered the join token; control plane nodes join initialized clusters only.
 # Usage: 40-join.sh [--worker] HOST:PORT/TOKEN...
 #   --worker  join as a worker node; without it the node becomes a control plane member
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-worker=() as_worker=false
+worker=() as_worker=false rounds=240 window=1200
 if [[ ${1:-} == --worker ]]; then
-  worker=(--worker) as_worker=true
+  worker=(--worker) as_worker=true rounds=720 window=3600
   shift
 fi
 (($# > 0)) || usage "[--worker] HOST:PORT/TOKEN..."
 
-rounds=240 deadline=$((SECONDS + 1200))
+deadline=$((SECONDS + window))
 joined=""
 for ((round = 1; round <= rounds; round++)); do
   for url in "$@"; do

@@ -171,8 +171,9 @@
 //!   in `$SNAP_CURRENT/certs/csr.conf.template` (replacing an older `.100` entry); configure
 //!   hook; restart `daemon-kubelite`; wait.
 //! - `40-join.sh`: `microk8s join URL [--worker]` for each URL in turn, rounds 5 s apart
-//!   for up to 20 minutes (at most 240 rounds; a worker may start joining while the machine
-//!   it joins through still initializes the cluster), 600 s per attempt; then configure
+//!   for up to 20 minutes (at most 240 rounds), a worker for up to 60 minutes (720 rounds:
+//!   it may start joining while the machine it joins through still initializes the
+//!   cluster), 600 s per attempt; then configure
 //!   hook, restart `daemon-containerd` and
 //!   `daemon-kubelite`; control plane: wait.
 //! - `50-apiserver-port.sh`: in `$SNAP_CURRENT/args/kube-apiserver` sets

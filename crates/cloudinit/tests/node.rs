@@ -494,6 +494,23 @@ fn a_failed_step_stops_the_bootstrap_and_the_post_commands() {
     }
 }
 
+/// A worker may be rendered while the cluster still initializes: its node keeps trying for
+/// an hour (720 rounds), three times a control plane node's window.
+#[test]
+fn a_worker_tries_to_join_for_an_hour() {
+    let role = Role::Worker {
+        join_addresses: addresses(),
+    };
+    let Some((m, run)) = boot("worker-window", role, &minimal_spec(), Some("microk8s join")) else {
+        return;
+    };
+    assert_eq!(run.status, 1, "{}", run.output);
+    assert_eq!(m.read(paths::FAILED_STEP_MARKER), "40-join.sh exited with status 1\n");
+    assert_eq!(run.calls_of("microk8s", &["join"]).len(), 1440);
+    assert_eq!(run.calls_of("sleep", &["5"]).len(), 719);
+    assert!(run.output.contains("(round 720 of at most 720)"), "{}", run.output);
+}
+
 #[test]
 fn join_falls_back_to_the_next_address() {
     let role = Role::Worker {
