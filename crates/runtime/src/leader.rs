@@ -60,36 +60,77 @@ pub enum Ended {
     DeadlineMissed,
 }
 
+/// The deadline after a look at the Lease, or why leadership ends: another holder; or, when
+/// the look was the last chance (`at_deadline`), no renewal moving the deadline past `now`.
+/// The deadline never falls below `floor`, the acquisition's own (right after a restart
+/// under the same identity the Lease still shows the previous run's renewal).
+pub fn next_deadline(
+    lease: &Lease,
+    terms: &LeaseTerms,
+    floor: SystemTime,
+    now: SystemTime,
+    at_deadline: bool,
+) -> Result<SystemTime, Ended> {
+    let d = renew_deadline(lease, terms).ok_or(Ended::TakenOver)?.max(floor);
+    if at_deadline && d <= now {
+        return Err(Ended::DeadlineMissed);
+    }
+    Ok(d)
+}
+
 /// Watches the held Lease (through `client`, which should not share the controllers' rate
 /// limit) until `shutdown`, another holder, or a missed renew deadline. The first deadline is
-/// counted from `acquired`.
+/// counted from `acquired`. At the deadline the Lease is read once directly: the watch may
+/// still be reconnecting after a short outage the renewal got through.
 pub async fn guard(client: Client, terms: LeaseTerms, acquired: SystemTime, shutdown: CancellationToken) -> Ended {
     let leases: Api<Lease> = Api::namespaced(client, &terms.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", terms.name));
-    let mut events = watcher(leases, config).default_backoff().applied_objects().boxed();
-    let mut deadline = acquired + terms.duration.saturating_sub(terms.grace / 2);
+    let mut events = watcher(leases.clone(), config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let floor = acquired + terms.duration.saturating_sub(terms.grace / 2);
+    let mut deadline = floor;
     let mut watching = true;
-    loop {
+    let ended = loop {
         let left = deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-        tokio::select! {
+        let (lease, at_deadline) = tokio::select! {
             _ = shutdown.cancelled() => return Ended::Shutdown,
             _ = tokio::time::sleep(left) => {
-                error!(lease = %terms.name, "the leader election Lease was not renewed in time; stopping");
-                return Ended::DeadlineMissed;
+                match tokio::time::timeout(terms.grace / 4, leases.get_opt(&terms.name)).await {
+                    Ok(Ok(Some(lease))) => (lease, true),
+                    Ok(Ok(None)) => break Ended::TakenOver,
+                    Ok(Err(e)) => {
+                        debug!(error = %e, lease = %terms.name, "reading the leader election Lease");
+                        break Ended::DeadlineMissed;
+                    }
+                    Err(_) => break Ended::DeadlineMissed,
+                }
             }
             event = events.next(), if watching => match event {
-                Some(Ok(lease)) => match renew_deadline(&lease, &terms) {
-                    Some(d) => deadline = d,
-                    None => {
-                        error!(lease = %terms.name, holder = ?lease.spec.and_then(|s| s.holder_identity), "another manager holds the leader election Lease; stopping");
-                        return Ended::TakenOver;
-                    }
-                },
-                Some(Err(e)) => debug!(error = %e, lease = %terms.name, "watching the leader election Lease"),
-                None => watching = false,
+                Some(Ok(lease)) => (lease, false),
+                Some(Err(e)) => {
+                    debug!(error = %e, lease = %terms.name, "watching the leader election Lease");
+                    continue;
+                }
+                None => {
+                    watching = false;
+                    continue;
+                }
             },
+        };
+        match next_deadline(&lease, &terms, floor, SystemTime::now(), at_deadline) {
+            Ok(d) => deadline = d,
+            Err(ended) => break ended,
         }
+    };
+    match ended {
+        Ended::DeadlineMissed => {
+            error!(lease = %terms.name, "the leader election Lease was not renewed in time; stopping");
+        }
+        _ => error!(lease = %terms.name, "another manager holds the leader election Lease, or it is gone; stopping"),
     }
+    ended
 }
 
 #[cfg(test)]
@@ -135,6 +176,37 @@ mod tests {
             "the Lease's own duration counts"
         );
         assert_eq!(renew_deadline(&lease(Some("me"), t, None), &terms()), Some(at(12_500)));
+    }
+
+    #[test]
+    fn a_look_moves_the_deadline_or_ends_leadership() {
+        let t = Timestamp::from_second(1_000_000).unwrap();
+        let at = |ms: u64| SystemTime::from(t) + Duration::from_millis(ms);
+        let renewed = lease(Some("me"), t, Some(15));
+        // A renewal seen: the deadline follows it.
+        assert_eq!(
+            next_deadline(&renewed, &terms(), at(0), at(1_000), false),
+            Ok(at(12_500))
+        );
+        // Never below the acquisition's own deadline (a restart reads the last run's renewal).
+        assert_eq!(
+            next_deadline(&renewed, &terms(), at(20_000), at(13_000), true),
+            Ok(at(20_000))
+        );
+        // The last look at the deadline shows no newer renewal: stop.
+        assert_eq!(
+            next_deadline(&renewed, &terms(), at(0), at(12_500), true),
+            Err(Ended::DeadlineMissed)
+        );
+        // A stale watch event only moves the deadline; the direct look decides.
+        assert_eq!(
+            next_deadline(&renewed, &terms(), at(0), at(13_000), false),
+            Ok(at(12_500))
+        );
+        assert_eq!(
+            next_deadline(&lease(Some("you"), t, Some(15)), &terms(), at(0), at(1_000), false),
+            Err(Ended::TakenOver)
+        );
     }
 
     #[test]
