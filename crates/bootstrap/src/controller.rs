@@ -263,6 +263,10 @@ async fn reconcile(cfg: Arc<MicroK8sConfig>, ctx: Arc<Context>) -> Result<Action
             debug!(config = %key_of(&cfg), "config deleted during its reconcile");
             Ok(Action::await_change())
         }
+        Err(e) if e.is_config_conflict(&cfg.name_any()) => {
+            debug!(config = %key_of(&cfg), "config changed since it was read; reconciling again from the newer copy");
+            Ok(Action::await_change())
+        }
         r => r,
     };
     timer.finish(match &result {
@@ -867,10 +871,15 @@ async fn record_role(
         .patch(
             &cfg.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
-                decide::ROLE_ANNOTATION: role.as_str(),
-                decide::JOIN_ADDRESSES_ANNOTATION: joined,
-            }}})),
+            // The version the status was read at: a conflict means the cached copy (and the
+            // status built from it) is stale; the newer version's event reconciles again.
+            &Patch::Merge(json!({"metadata": {
+                "resourceVersion": cfg.metadata.resource_version,
+                "annotations": {
+                    decide::ROLE_ANNOTATION: role.as_str(),
+                    decide::JOIN_ADDRESSES_ANNOTATION: joined,
+                },
+            }})),
         )
         .await?;
     Ok(patched.metadata.resource_version)

@@ -46,11 +46,22 @@ impl Error {
     /// was deleted while its reconcile ran (e.g. its status patch raced the deletion). There
     /// is nothing left to do for it, and no retry would succeed.
     pub fn is_config_gone(&self, name: &str) -> bool {
+        self.is_config_status(name, |s| s.is_not_found())
+    }
+
+    /// Whether the API server answered 409 for the MicroK8sConfig `name` itself: a write
+    /// carried the resourceVersion the reconcile read, and a newer version exists. Its watch
+    /// event reconciles again; nothing to retry or warn about.
+    pub fn is_config_conflict(&self, name: &str) -> bool {
+        self.is_config_status(name, |s| s.is_conflict())
+    }
+
+    fn is_config_status(&self, name: &str, what: impl Fn(&kube::core::Status) -> bool) -> bool {
         let Error::Kube(kube::Error::Api(s)) = self else {
             return false;
         };
         let group = <mk8s_api::MicroK8sConfig as kube::Resource>::group(&());
-        s.is_not_found()
+        what(s)
             && s.details
                 .as_ref()
                 .is_some_and(|d| d.name == name && d.group == group && d.kind == "microk8sconfigs")

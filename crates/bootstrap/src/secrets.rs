@@ -97,17 +97,18 @@ fn is_cluster_owner(o: &OwnerReference) -> bool {
     o.kind == "Cluster" && o.api_version.starts_with(&format!("{}/", mk8s_api::capi::GROUP))
 }
 
-/// The uid of the deleted Cluster a cluster Secret belongs to, when it belongs to another
-/// Cluster of this name only: a Cluster deleted and created again under its name (GitOps, CI)
+/// The uid of the deleted Cluster a cluster Secret belongs to, when its Cluster owners of
+/// this name are all another Cluster (uid) than this one: a Cluster deleted and created again under its name (GitOps, CI)
 /// before the garbage collector removed its Secrets. Using them would give the new cluster
 /// the old CA and tokens, and then lose them to the collector.
 pub fn stale_owner(secret: &Secret, cluster: &Cluster) -> Option<String> {
+    let name = cluster.metadata.name.as_deref()?;
     let owners: Vec<&OwnerReference> = secret
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .filter(|o| is_cluster_owner(o))
+        .filter(|o| is_cluster_owner(o) && o.name == name)
         .collect();
     let uid = cluster.metadata.uid.as_deref()?;
     (!owners.is_empty() && owners.iter().all(|o| o.uid != uid)).then(|| owners[0].uid.clone())
@@ -390,6 +391,15 @@ mod tests {
         assert_eq!(stale_owner(&with(vec![old.clone(), ours]), &cluster), None, "also ours");
         assert_eq!(stale_owner(&with(vec![cp.clone()]), &cluster), None, "no Cluster owner");
         assert_eq!(stale_owner(&with(vec![]), &cluster), None, "Canonical's: no owner");
+        let other = OwnerReference {
+            name: "b".into(),
+            ..old.clone()
+        };
+        assert_eq!(
+            stale_owner(&with(vec![other]), &cluster),
+            None,
+            "a copy owned by another (live) Cluster is the user's business"
+        );
         // The cache keeps the Cluster owners, and only those.
         let slim = slim_copy(with(vec![cp, old]));
         assert_eq!(stale_owner(&slim, &cluster), Some("old".into()));
