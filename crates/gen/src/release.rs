@@ -306,17 +306,34 @@ pub fn sim_components() -> Result<Vec<Value>, Error> {
     Ok(docs)
 }
 
-/// clusterctl's `metadata.yaml`: the release series of `version` and its contract.
+/// Every release series published, oldest first, with the CAPI contract it implements.
+/// clusterctl maps an installed version to its contract through the **newest** release's
+/// `metadata.yaml`, so every series stays listed for good: add one when a minor version is
+/// cut, never remove one (`clusterctl upgrade` from it fails otherwise).
+pub const RELEASE_SERIES: &[(u32, u32, &str)] = &[(0, 1, "v1beta2")];
+
+/// clusterctl's `metadata.yaml`: [`RELEASE_SERIES`], and the series of `version` (with the
+/// current contract) if it is not listed yet.
 pub fn metadata_yaml(version: &str) -> String {
     let mut parts = version.trim_start_matches('v').split('.');
-    let major = parts.next().unwrap_or("0");
-    let minor = parts.next().unwrap_or("0");
-    format!(
+    let mut number = || parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    let current = (number(), number());
+    let mut series: Vec<(u32, u32, &str)> = RELEASE_SERIES.to_vec();
+    if !series.iter().any(|(ma, mi, _)| (*ma, *mi) == current) {
+        series.push((current.0, current.1, "v1beta2"));
+    }
+    let mut out = String::from(
         "# clusterctl provider metadata: release series to Cluster API contract.\n\
          apiVersion: clusterctl.cluster.x-k8s.io/v1alpha3\n\
          kind: Metadata\n\
-         releaseSeries:\n  - major: {major}\n    minor: {minor}\n    contract: v1beta2\n"
-    )
+         releaseSeries:\n",
+    );
+    for (major, minor, contract) in series {
+        out.push_str(&format!(
+            "  - major: {major}\n    minor: {minor}\n    contract: {contract}\n"
+        ));
+    }
+    out
 }
 
 fn components_file(docs: &[Value], what: &str) -> Result<String, Error> {

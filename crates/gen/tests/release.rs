@@ -263,12 +263,41 @@ fn check_metadata(text: &str) {
     assert_eq!(m["apiVersion"], "clusterctl.cluster.x-k8s.io/v1alpha3");
     assert_eq!(m["kind"], "Metadata");
     let series = m["releaseSeries"].as_array().unwrap();
-    assert_eq!(series.len(), 1);
+    let listed: Vec<(String, String, String)> = series
+        .iter()
+        .map(|s| {
+            (
+                s["major"].to_string(),
+                s["minor"].to_string(),
+                s["contract"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Every series ever published, for clusterctl upgrades from them.
+    for (major, minor, contract) in release::RELEASE_SERIES {
+        assert!(
+            listed.contains(&(major.to_string(), minor.to_string(), contract.to_string())),
+            "{major}.{minor} missing from {listed:?}"
+        );
+    }
+    // And the current one, exactly once.
     let v = release::version();
     let mut parts = v.trim_start_matches('v').split('.');
-    assert_eq!(series[0]["major"].to_string(), parts.next().unwrap());
-    assert_eq!(series[0]["minor"].to_string(), parts.next().unwrap());
-    assert_eq!(series[0]["contract"], "v1beta2");
+    let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+    let current: Vec<_> = listed.iter().filter(|(a, b, _)| a == major && b == minor).collect();
+    assert_eq!(current.len(), 1, "{listed:?}");
+    assert_eq!(current[0].2, "v1beta2");
+}
+
+#[test]
+fn metadata_keeps_older_series_and_adds_a_new_one() {
+    let text = release::metadata_yaml("v7.3.0");
+    let m = &docs(&text)[0];
+    let series = m["releaseSeries"].as_array().unwrap();
+    assert_eq!(series.len(), release::RELEASE_SERIES.len() + 1, "{text}");
+    assert_eq!(series.last().unwrap()["major"], 7);
+    assert_eq!(series.last().unwrap()["minor"], 3);
+    assert_eq!(series[0]["major"], release::RELEASE_SERIES[0].0);
 }
 
 #[test]
