@@ -35,7 +35,8 @@ pub struct ManagerFlags {
     pub leader_elect: bool,
 
     /// Name of the leader election Lease. The defaults differ from Canonical's lease names on
-    /// purpose: scale Canonical's managers to zero before starting ours.
+    /// purpose: delete Canonical's managers before starting ours (README, "Moving from
+    /// Canonical's providers").
     #[arg(long = "leader-election-id", value_name = "NAME")]
     pub leader_election_id: Option<String>,
 

@@ -967,12 +967,12 @@ async fn delete_canonical_deployments(client: &kube::Client) {
         let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
         let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
         let name = format!("capi-microk8s-{kind}-controller-manager");
-        deployments.delete(&name, &DeleteParams::default()).await.unwrap();
+        deployments.delete(&name, &DeleteParams::foreground()).await.unwrap();
         services
             .delete(&format!("{name}-metrics-service"), &DeleteParams::default())
             .await
             .unwrap();
-        // Deleted with foreground-free defaults: gone once the API server says so.
+        // As `kubectl delete --cascade=foreground` waits: until the ReplicaSet and pods are gone.
         mk8s_e2e::eventually(std::time::Duration::from_secs(30), "the Deployment gone", || {
             let deployments = deployments.clone();
             let name = name.clone();
