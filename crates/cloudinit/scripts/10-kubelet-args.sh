@@ -1,6 +1,10 @@
 #!/bin/bash
 # Appends the extra kubelet arguments cloud-init wrote to /var/tmp/extra-kubelet-args (one
-# per line) to MicroK8s' kubelet arguments and restarts kubelite.
+# per line) to MicroK8s' kubelet arguments, between two marker lines, and restarts kubelite.
+# Joining nodes run it after `microk8s join`, which replaces their kubelet arguments with a
+# copy of the control plane node's (its extra arguments included): a block found between the
+# markers, or from the start marker to the end of the file (written before the end marker
+# existed), is that node's and is removed first.
 # Usage: 10-kubelet-args.sh
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -12,9 +16,20 @@ args_file="${SNAP_ARGS}/kubelet"
 [[ -e ${extra} ]] || die "${extra#"${CAPI_ROOT}"} does not exist"
 [[ -e ${args_file} ]] || die "${args_file#"${CAPI_ROOT}"} does not exist; is MicroK8s installed?"
 
+begin='# Extra arguments from Cluster API (MicroK8sConfig initConfiguration.extraKubeletArgs)'
+end='# End of the extra arguments from Cluster API'
+kept=$(awk -v begin="${begin}" -v end="${end}" '
+  $0 == begin { skipping = 1; next }
+  skipping && $0 == end { skipping = 0; next }
+  !skipping { print }
+' "${args_file}")
 {
-  printf '\n# Extra arguments from Cluster API (MicroK8sConfig initConfiguration.extraKubeletArgs)\n'
+  printf '%s\n' "${kept}"
+  printf '%s\n' "${begin}"
   cat "${extra}"
-} >>"${args_file}"
+  # A final line without its newline still gets one.
+  [[ -z $(tail -c 1 "${extra}") ]] || printf '\n'
+  printf '%s\n' "${end}"
+} >"${args_file}"
 restart_service daemon-kubelite
 log "extra kubelet arguments added"

@@ -99,7 +99,7 @@
 //! | 4 | `00-disable-host-services.sh` | ✓ | ✓ | ✓ |
 //! | 5 | `10-install-microk8s.sh --channel CH [--classic] [--refresh-hold HOLD] [--disable-cni]` | ✓ | ✓ | ✓ (never `--disable-cni`) |
 //! | 6 | `10-containerd-proxy.sh HTTP HTTPS NO_PROXY` *if any of them set* | ✓ | ✓ | ✓ |
-//! | 7 | `10-kubelet-args.sh` *if `extraKubeletArgs` not empty* | ✓ | ✓ | ✓ |
+//! | 7 | `10-kubelet-args.sh` *if `extraKubeletArgs` not empty* | ✓ | ✓ (after 14) | ✓ (after 14) |
 //! | 8 | `20-wait-apiserver.sh` | ✓ | ✓ | ✓ |
 //! | 9 | `30-refresh-certs.sh` | ✓ | | |
 //! | 10 | `30-calico-ipip.sh` *if `IPinIP: true`* | ✓ | ✓ | |
@@ -154,7 +154,9 @@
 //!   lines, single-quoted for the shell that sources the file, to
 //!   `$SNAP_CURRENT/args/containerd-env`; restart `daemon-containerd`.
 //! - `10-kubelet-args.sh`: appends `/var/tmp/extra-kubelet-args` to
-//!   `$SNAP_CURRENT/args/kubelet`; restart `daemon-kubelite`.
+//!   `$SNAP_CURRENT/args/kubelet` between two marker lines, after removing a block between
+//!   them (joining roles run it after `microk8s join`, which copies the control plane node's
+//!   arguments, its block included); restart `daemon-kubelite`.
 //! - `20-wait-apiserver.sh`: wait.
 //! - `30-refresh-certs.sh`: `microk8s refresh-certs /var/tmp` (reads `ca.crt`, `ca.key`),
 //!   then deletes both files (also when it fails); wait.

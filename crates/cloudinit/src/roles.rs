@@ -356,7 +356,10 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
             ],
         );
     }
-    if !kubelet_args.is_empty() {
+    let init_node = matches!(input.role, Role::Init { .. });
+    // `microk8s join` replaces a joining node's kubelet arguments with the control plane
+    // node's: joining roles add theirs after the join.
+    if init_node && !kubelet_args.is_empty() {
         plan.step(scripts::KUBELET_ARGS);
     }
     plan.step(scripts::WAIT_APISERVER);
@@ -392,6 +395,9 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
         Role::JoinControlPlane { .. } => {
             control_plane_network(&mut plan);
             plan.run(scripts::JOIN, join_urls);
+            if !kubelet_args.is_empty() {
+                plan.step(scripts::KUBELET_ARGS);
+            }
             plan.step(scripts::APISERVER_PORT);
             plan.run(scripts::ADD_NODE, add_node);
             if !addons.is_empty() {
@@ -401,6 +407,9 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
         Role::Worker { .. } => {
             plan.run(scripts::CLUSTER_AGENT_PORT, [agent_port.to_string()]);
             plan.run(scripts::JOIN, std::iter::once("--worker".to_string()).chain(join_urls));
+            if !kubelet_args.is_empty() {
+                plan.step(scripts::KUBELET_ARGS);
+            }
             let mut proxy = vec![endpoint.with_port(input.endpoint_port)];
             if track >= FIRST_STRICT_TRACK {
                 // MicroK8s 1.25 replaced traefik by apiserver-proxy, which refreshes its

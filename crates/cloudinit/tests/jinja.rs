@@ -116,7 +116,10 @@ fn nasty_values_arrive_intact_at_the_scripts() {
         .unwrap_or_default()
         .join("\n")
         .replace("{{ ds.meta_data.local_hostname }}", "node-1");
-    assert!(kubelet.ends_with(&format!("\n{args}\n")), "{kubelet}");
+    assert!(
+        kubelet.ends_with(&format!("\n{args}\n# End of the extra arguments from Cluster API\n")),
+        "{kubelet}"
+    );
 
     let file = &ic.extra_write_files.unwrap_or_default()[0];
     assert_eq!(m.read(&file.path), file.content);

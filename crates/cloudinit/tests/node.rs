@@ -79,9 +79,20 @@ fn assert_common(m: &Machine, run: &Run) {
     run.assert_called(&["snap", "restart", "microk8s.daemon-containerd"]);
     let kubelet = m.read("/var/snap/microk8s/current/args/kubelet");
     assert!(
-        kubelet.ends_with("\n--max-pods=200\n--node-labels=tier=gold\n"),
+        kubelet.ends_with(
+            "\n# Extra arguments from Cluster API (MicroK8sConfig initConfiguration.extraKubeletArgs)\n\
+             --max-pods=200\n--node-labels=tier=gold\n# End of the extra arguments from Cluster API\n"
+        ),
         "{kubelet}"
     );
+    assert_eq!(
+        kubelet.matches("# Extra arguments from Cluster API").count(),
+        1,
+        "{kubelet}"
+    );
+    // A joining node's copy of the control plane node's arguments lost that node's extras.
+    assert!(!kubelet.contains("--register-with-taints"), "{kubelet}");
+    assert!(kubelet.starts_with("--kubeconfig="), "{kubelet}");
     assert_eq!(
         m.read(paths::EXTRA_KUBELET_ARGS),
         "--max-pods=200\n--node-labels=tier=gold\n"

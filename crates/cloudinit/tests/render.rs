@@ -28,7 +28,6 @@ fn runcmd_order_per_role() {
         "00-disable-host-services.sh",
         "10-install-microk8s.sh",
         "10-containerd-proxy.sh",
-        "10-kubelet-args.sh",
         "20-wait-apiserver.sh",
     ];
     let cp_network = [
@@ -42,7 +41,8 @@ fn runcmd_order_per_role() {
         (
             "init",
             [
-                &head[..],
+                &head[..5],
+                &["10-containerd-proxy.sh", "10-kubelet-args.sh", "20-wait-apiserver.sh"],
                 &["30-refresh-certs.sh"],
                 &cp_network,
                 &[
@@ -62,6 +62,8 @@ fn runcmd_order_per_role() {
                 &cp_network,
                 &[
                     "40-join.sh",
+                    // `microk8s join` copies the control plane node's kubelet arguments.
+                    "10-kubelet-args.sh",
                     "50-apiserver-port.sh",
                     "60-add-node.sh",
                     "60-enable-addons.sh",
@@ -74,7 +76,12 @@ fn runcmd_order_per_role() {
             "worker",
             [
                 &head[..],
-                &["30-cluster-agent-port.sh", "40-join.sh", "70-apiserver-proxy.sh"],
+                &[
+                    "30-cluster-agent-port.sh",
+                    "40-join.sh",
+                    "10-kubelet-args.sh",
+                    "70-apiserver-proxy.sh",
+                ],
                 &tail,
             ]
             .concat(),

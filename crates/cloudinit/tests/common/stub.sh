@@ -98,6 +98,12 @@ case ${name} in
         cp "$2/ca.crt" "${STUB_LOG}/refreshed-ca.crt"
         ;;
       add-node) echo "microk8s join 10.0.0.10:30000/$3" ;;
+      join)
+        # As MicroK8s does: the kubelet arguments become a copy of the control plane node's,
+        # its Cluster API block (written before the end marker existed) included.
+        # shellcheck disable=SC2016 # MicroK8s args files hold ${SNAP_DATA} literally
+        printf -- '--kubeconfig=${SNAP_DATA}/credentials/kubelet.config\n--cert-dir=${SNAP_DATA}/certs\n\n# Extra arguments from Cluster API (MicroK8sConfig initConfiguration.extraKubeletArgs)\n--register-with-taints=control-plane=true:NoSchedule\n' >"${current}/args/kubelet"
+        ;;
     esac
     ;;
   iptables)
