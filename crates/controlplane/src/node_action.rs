@@ -4,7 +4,8 @@
 //!
 //! Compared with Canonical's (`reference/cacpm.md` §9.8): a dedicated namespace labelled for
 //! the privileged Pod Security level, a configurable image, the cluster agent token from a
-//! Secret (never in the pod spec), unique names, `curl -f` so HTTP errors fail the pod, the
+//! Secret (never in the pod spec), unique names, HTTP errors fail the pod (with the agent's
+//! answer in its log), bounded curl calls, the
 //! snapd change polled to its end, tolerations for tainted nodes, and cleanup. Values are
 //! passed as positional arguments, never spliced into the script.
 
@@ -15,9 +16,17 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::names;
 
 /// The dqlite removal script: `$1` = `<victim ip>:<dqlite port>`, `$2` = `<survivor ip>:<agent
-/// port>`, token from `$CAPI_AUTH_TOKEN`.
+/// port>`, token from `$CAPI_AUTH_TOKEN`. Bounded (an agent that hangs, e.g. without quorum,
+/// fails the attempt in two minutes, not at the node action timeout), and the agent's answer
+/// is in the pod's log either way.
 pub const DQLITE_REMOVE_SCRIPT: &str = r#"set -eu
-curl -fsS -k -X POST -H "capi-auth-token: $CAPI_AUTH_TOKEN" -H "Content-Type: application/json" -d "{\"remove_endpoint\":\"$1\"}" "https://$2/cluster/api/v2.0/dqlite/remove"
+out=$(curl -sS -k --connect-timeout 10 --max-time 120 -w '\n%{http_code}' -X POST -H "capi-auth-token: $CAPI_AUTH_TOKEN" -H "Content-Type: application/json" -d "{\"remove_endpoint\":\"$1\"}" "https://$2/cluster/api/v2.0/dqlite/remove")
+code=$(printf '%s\n' "$out" | tail -n 1)
+body=$(printf '%s\n' "$out" | sed '$d')
+case "$code" in
+  2??) printf 'removed dqlite member %s: %s\n' "$1" "$body" ;;
+  *) printf 'removing dqlite member %s through %s failed: HTTP %s: %s\n' "$1" "$2" "$code" "$body" >&2; exit 1 ;;
+esac
 "#;
 
 /// The snap refresh script: `$1` = channel, `$2` = `true` for a classic snap. It starts the
@@ -215,7 +224,8 @@ mod tests {
         assert_eq!(cmd[..2], ["/bin/sh".to_string(), "-c".to_string()]);
         assert_eq!(cmd[3..], ["mk8s-action", "10.0.0.3:2379", "10.0.0.1:30000"]);
         assert!(!cmd[2].contains("10.0.0"), "no value spliced into the script");
-        assert!(cmd[2].contains("curl -fsS -k -X POST -H \"capi-auth-token: $CAPI_AUTH_TOKEN\""));
+        assert_eq!(cmd[2], DQLITE_REMOVE_SCRIPT);
+        assert!(cmd[2].contains("-X POST -H \"capi-auth-token: $CAPI_AUTH_TOKEN\""));
         let env = &c.env.as_ref().unwrap()[0];
         assert_eq!(env.name, "CAPI_AUTH_TOKEN");
         assert_eq!(
@@ -271,7 +281,8 @@ case "$last" in
     n=$(cat "$STUB_DIR/n" 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > "$STUB_DIR/n"
     if [ "$n" -lt 3 ]; then st=Doing; else st="$STUB_FINAL"; fi
     printf '{"type":"sync","status-code":200,"status":"OK","result":{"id":"42","kind":"refresh-snap","summary":"Refresh \\"microk8s\\" snap","status":"%s","tasks":[{"id":"1","status":"Done"}],"ready":false}}\n' "$st" ;;
-  */dqlite/remove) echo '{"result":"ok"}' ;;
+  */dqlite/remove)
+    if [ "$STUB_FINAL" = Error ]; then printf '{"error":"not a member"}\n500'; else printf '{"result":"ok"}\n200'; fi ;;
 esac
 "#;
         for (name, body) in [("curl", curl), ("sleep", "#!/bin/sh\nexit 0\n")] {
@@ -334,8 +345,14 @@ esac
         assert_eq!(
             args,
             [
-                "-fsS",
+                "-sS",
                 "-k",
+                "--connect-timeout",
+                "10",
+                "--max-time",
+                "120",
+                "-w",
+                "\\n%{http_code}",
                 "-X",
                 "POST",
                 "-H",
@@ -348,6 +365,9 @@ esac
                 "---"
             ]
         );
+        // The agent refusing fails the pod.
+        let (ok, _) = run(DQLITE_REMOVE_SCRIPT, &["10.0.0.3:2379", "10.0.0.1:30000"], "Error");
+        assert!(!ok, "an HTTP error fails the attempt");
     }
 
     #[test]
