@@ -26,16 +26,27 @@ done
 run_configure_hook
 restart_service daemon-kubelite
 wait_apiserver
-retry 10 5 "recreating the kubernetes Service" \
+# The API server recreates the kubernetes Service with its port; it never changes the port
+# of the one it made on 16443. Joining control plane nodes find it moved already and leave it
+# (deleting it cuts every in-cluster client off the API server for a moment).
+recreate_kubernetes_service() {
+  local target
+  target=$(timeout 60 microk8s kubectl get service kubernetes -n default --ignore-not-found \
+    -o 'jsonpath={.spec.ports[0].targetPort}')
+  [[ ${target} == 6443 ]] && return 0
   timeout 60 microk8s kubectl delete service kubernetes -n default --ignore-not-found
+}
+retry 10 5 "recreating the kubernetes Service" recreate_kubernetes_service
 
 iptables_bin=$(command -v iptables) || die "iptables is not installed"
 redirect=(-p tcp --dport 16443 -j REDIRECT --to-port 6443)
+# -w: wait for the xtables lock (kube-proxy and Calico hold it often; without -w iptables
+# fails at once, and a failed check would read as "no rule").
 add_rule() {
   local chain=$1
   shift
-  if ! iptables -t nat -C "${chain}" "$@" >/dev/null 2>&1; then
-    iptables -t nat -A "${chain}" "$@"
+  if ! iptables -w 30 -t nat -C "${chain}" "$@" >/dev/null 2>&1; then
+    iptables -w 30 -t nat -A "${chain}" "$@"
   fi
 }
 add_rule OUTPUT -o lo "${redirect[@]}"
@@ -60,10 +71,10 @@ Conflicts=shutdown.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=-${iptables_bin} -t nat -D OUTPUT -o lo ${redirect[*]}
-ExecStart=${iptables_bin} -t nat -A OUTPUT -o lo ${redirect[*]}
-ExecStart=-${iptables_bin} -t nat -D PREROUTING ${redirect[*]}
-ExecStart=${iptables_bin} -t nat -A PREROUTING ${redirect[*]}
+ExecStart=-${iptables_bin} -w 30 -t nat -D OUTPUT -o lo ${redirect[*]}
+ExecStart=${iptables_bin} -w 30 -t nat -A OUTPUT -o lo ${redirect[*]}
+ExecStart=-${iptables_bin} -w 30 -t nat -D PREROUTING ${redirect[*]}
+ExecStart=${iptables_bin} -w 30 -t nat -A PREROUTING ${redirect[*]}
 
 [Install]
 WantedBy=multi-user.target

@@ -137,11 +137,11 @@ fn assert_control_plane(m: &Machine, run: &Run) {
         "--ignore-not-found",
     ]);
     let redirect = ["-p", "tcp", "--dport", "16443", "-j", "REDIRECT", "--to-port", "6443"];
-    let out: Vec<&str> = ["iptables", "-t", "nat", "-A", "OUTPUT", "-o", "lo"]
+    let out: Vec<&str> = ["iptables", "-w", "30", "-t", "nat", "-A", "OUTPUT", "-o", "lo"]
         .into_iter()
         .chain(redirect)
         .collect();
-    let pre: Vec<&str> = ["iptables", "-t", "nat", "-A", "PREROUTING"]
+    let pre: Vec<&str> = ["iptables", "-w", "30", "-t", "nat", "-A", "PREROUTING"]
         .into_iter()
         .chain(redirect)
         .collect();
@@ -520,6 +520,32 @@ fn a_worker_tries_to_join_for_an_hour() {
     assert_eq!(run.calls_of("microk8s", &["join"]).len(), 1440);
     assert_eq!(run.calls_of("sleep", &["5"]).len(), 719);
     assert!(run.output.contains("(round 720 of at most 720)"), "{}", run.output);
+}
+
+/// The kubernetes Service is recreated once, by the first node: a joining control plane node
+/// finds it on 6443 already and leaves it (a deletion cuts in-cluster clients off).
+#[test]
+fn a_joining_control_plane_node_leaves_the_moved_kubernetes_service() {
+    if !have_shells() {
+        return;
+    }
+    let role = Role::JoinControlPlane {
+        join_addresses: addresses(),
+    };
+    let doc = render(&input(role, &minimal_spec())).expect("render");
+    let m = Machine::new("service-moved");
+    std::fs::write(m.path("/.stub-service-port"), "6443").unwrap();
+    let run = m.boot(&doc, None);
+    assert_eq!(run.status, 0, "{}", run.output);
+    assert!(
+        !run.calls_of("microk8s", &["kubectl", "get", "service", "kubernetes"])
+            .is_empty()
+    );
+    assert!(
+        run.calls_of("microk8s", &["kubectl", "delete", "service"]).is_empty(),
+        "{}",
+        run.dump()
+    );
 }
 
 #[test]
