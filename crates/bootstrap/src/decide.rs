@@ -381,6 +381,12 @@ pub fn join_addresses<'a>(
                 }
             }
         }
+        // `microk8s join` takes `IPv4:port/token` only (it splits the address at `:`): IPv6
+        // addresses are kept only when there is nothing else to try.
+        let v4 = |a: &String| a.parse::<std::net::Ipv4Addr>().is_ok();
+        if out.iter().any(v4) {
+            out.retain(v4);
+        }
         if !out.is_empty() {
             return out;
         }
@@ -794,6 +800,25 @@ mod tests {
             "2026-01-01T00:00:01Z",
         )];
         assert_eq!(join_addresses(&external_only, "c", "self", &[]), ["203.0.113.1"]);
+        // Dual stack: IPv4 only (microk8s join cannot parse an IPv6 URL); IPv6-only stays.
+        let dual = [mk(
+            "dual",
+            true,
+            "Running",
+            true,
+            json!([{"type": "InternalIP", "address": "fd00::5"}, {"type": "InternalIP", "address": "10.0.0.5"}]),
+            "2024-01-01T00:00:00Z",
+        )];
+        assert_eq!(join_addresses(&dual, "c", "self", &[]), ["10.0.0.5"]);
+        let v6 = [mk(
+            "v6",
+            true,
+            "Running",
+            true,
+            json!([{"type": "InternalIP", "address": "fd00::5"}]),
+            "2024-01-01T00:00:00Z",
+        )];
+        assert_eq!(join_addresses(&v6, "c", "self", &[]), ["fd00::5"]);
     }
 
     #[test]
