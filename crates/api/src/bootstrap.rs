@@ -104,17 +104,20 @@ pub struct InitConfiguration {
     pub join_token_ttl_in_secs: Option<i64>,
 
     /// HTTPS proxy for containerd (written as `https_proxy`/`HTTPS_PROXY` to
-    /// containerd's environment), e.g. `http://proxy.example:3128`.
+    /// containerd's environment) and for `microk8s enable` while addons are enabled, e.g.
+    /// `http://proxy.example:3128`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub https_proxy: Option<String>,
 
-    /// HTTP proxy for containerd (written as `http_proxy`/`HTTP_PROXY`).
+    /// HTTP proxy for containerd (written as `http_proxy`/`HTTP_PROXY`) and for
+    /// `microk8s enable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub http_proxy: Option<String>,
 
-    /// Hosts, domains and CIDRs containerd reaches without a proxy (`no_proxy`/`NO_PROXY`).
+    /// Hosts, domains and CIDRs containerd (and `microk8s enable`) reach without a proxy
+    /// (`no_proxy`/`NO_PROXY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub no_proxy: Option<String>,

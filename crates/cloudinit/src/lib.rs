@@ -110,7 +110,7 @@
 //! | 15 | `50-apiserver-port.sh` | ✓ | ✓ | |
 //! | 16 | `60-add-node.sh TOKEN TTL` (TTL = `joinTokenTTLInSecs`, default 315569260) | ✓ | ✓ | |
 //! | 17 | `80-mark-accepts-joins.sh microk8s.cluster.x-k8s.io/accepts-joins=true` | ✓ | | |
-//! | 18 | `60-enable-addons.sh ADDON...` (init: `addons` + `dns` unless an entry contains `dns`; join CP: exactly `addons`, no implicit dns, *if `addons` is not empty*) | ✓ | ✓ | |
+//! | 18 | `60-enable-addons.sh [--proxy HTTP HTTPS NO_PROXY] ADDON...` (`--proxy` with the containerd proxies, *if any is set*; exported to `microk8s enable`) (init: `addons` + `dns` unless an entry contains `dns`; join CP: exactly `addons`, no implicit dns, *if `addons` is not empty*) | ✓ | ✓ | |
 //! | 19 | `70-apiserver-proxy.sh HOST:PORT [--no-refresh]` (endpoint host and port; `--no-refresh` from track 1.25) | | | ✓ |
 //! | 20 | `. 99-bootstrap-complete.sh` (sourced) | ✓ | ✓ | ✓ |
 //! | 21 | each `postRunCommands` entry (string) | ✓ | ✓ | ✓ |

@@ -346,16 +346,20 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
         install.push("--disable-cni".into());
     }
     plan.run(scripts::INSTALL, install);
-    if s.http_proxy.is_some() || s.https_proxy.is_some() || s.no_proxy.is_some() {
-        plan.run(
-            scripts::CONTAINERD_PROXY,
-            [
-                s.http_proxy.unwrap_or(""),
-                s.https_proxy.unwrap_or(""),
-                s.no_proxy.unwrap_or(""),
-            ],
-        );
+    let proxies = [
+        s.http_proxy.unwrap_or(""),
+        s.https_proxy.unwrap_or(""),
+        s.no_proxy.unwrap_or(""),
+    ];
+    let proxied = s.http_proxy.is_some() || s.https_proxy.is_some() || s.no_proxy.is_some();
+    if proxied {
+        plan.run(scripts::CONTAINERD_PROXY, proxies);
     }
+    // `microk8s enable` fetches from the network too.
+    let enable_args = |addons: Vec<String>| -> Vec<String> {
+        let proxy = proxied.then(|| std::iter::once("--proxy").chain(proxies).map(str::to_string));
+        proxy.into_iter().flatten().chain(addons).collect()
+    };
     let init_node = matches!(input.role, Role::Init { .. });
     // `microk8s join` replaces a joining node's kubelet arguments with the control plane
     // node's: joining roles add theirs after the join.
@@ -390,7 +394,7 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
             if needs_implicit_dns(addons) {
                 enable.push("dns".into());
             }
-            plan.run(scripts::ENABLE_ADDONS, enable);
+            plan.run(scripts::ENABLE_ADDONS, enable_args(enable));
         }
         Role::JoinControlPlane { .. } => {
             control_plane_network(&mut plan);
@@ -401,7 +405,7 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
             plan.step(scripts::APISERVER_PORT);
             plan.run(scripts::ADD_NODE, add_node);
             if !addons.is_empty() {
-                plan.run(scripts::ENABLE_ADDONS, addons.iter().cloned());
+                plan.run(scripts::ENABLE_ADDONS, enable_args(addons.to_vec()));
             }
         }
         Role::Worker { .. } => {

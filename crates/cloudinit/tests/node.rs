@@ -211,6 +211,13 @@ fn init_node_creates_the_cluster_and_accepts_joins_before_its_addons() {
     let ingress = run.assert_called(&["microk8s", "enable", "ingress"]);
     let metrics = run.assert_called(&["microk8s", "enable", "metrics-server"]);
     let dns = run.assert_called(&["microk8s", "enable", "dns"]);
+    // `microk8s enable` fetches through the proxies.
+    let env = std::fs::read_to_string(m.log_dir().join("enable-env")).unwrap();
+    assert!(
+        env.lines()
+            .any(|l| l == "ingress http://proxy.example:3128 10.0.0.0/8,.svc,localhost"),
+        "{env}"
+    );
     let add = run.assert_called(&["microk8s", "add-node", "--token", TOKEN, "--token-ttl", "900000"]);
     let label = run.assert_called(&[
         "microk8s",

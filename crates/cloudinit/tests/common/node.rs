@@ -87,6 +87,11 @@ impl Machine {
         Machine { dir, root, log, stubs }
     }
 
+    /// Where the stubs keep what they record.
+    pub fn log_dir(&self) -> &Path {
+        &self.log
+    }
+
     /// Path of a node path in the scratch root.
     pub fn path(&self, node_path: &str) -> PathBuf {
         self.root.join(node_path.trim_start_matches('/'))

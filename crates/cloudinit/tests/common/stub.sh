@@ -91,6 +91,7 @@ case ${name} in
     ;;
   microk8s)
     case ${1:-} in
+      enable) printf '%s %s %s\n' "${2:-}" "${HTTPS_PROXY:-unset}" "${no_proxy:-unset}" >>"${STUB_LOG}/enable-env" ;;
       kubectl)
         if [[ ${2:-} == get && ${3:-} == service ]]; then
           # The kubernetes Service's targetPort: 16443 until a test says it moved.
