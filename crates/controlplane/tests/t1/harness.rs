@@ -341,11 +341,13 @@ impl Env {
 
     /// Prints the state of the control plane (for failures).
     pub async fn dump(&self) {
-        let m = self.mcp().await;
-        eprintln!(
-            "=== control plane status: {}",
-            serde_json::to_string_pretty(&m.status).unwrap_or_default()
-        );
+        match self.mcps().get_opt("cp").await {
+            Ok(Some(m)) => eprintln!(
+                "=== control plane status: {}",
+                serde_json::to_string_pretty(&m.status).unwrap_or_default()
+            ),
+            other => eprintln!("=== control plane: {other:?}"),
+        }
         for m in self.cp_machines().await {
             eprintln!(
                 "=== machine {} deleting={} version={} nodeRef={} annotations={:?} conditions={}",

@@ -1062,6 +1062,19 @@ async fn a_control_plane_deleted_for_a_move_keeps_its_machines_and_secrets() {
     let Some(plane) = plane().await else { return };
     let (env, _fake, ctl) = settled_control_plane(plane, "moved-away", 1).await;
     let machine = env.cp_machines().await[0].name_any();
+    let series = || {
+        let ns = format!("namespace=\"{}\"", env.ns);
+        ctl.metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("mk8s_controlplane_") && l.contains(&ns))
+            .count()
+    };
+    assert!(
+        series() > 0,
+        "the control plane has metric series:\n{}",
+        ctl.metrics.encode()
+    );
     env.api(&cluster_ar())
         .patch(
             &env.cluster,
@@ -1095,5 +1108,11 @@ async fn a_control_plane_deleted_for_a_move_keeps_its_machines_and_secrets() {
         env.secrets().get_opt(&kubeconfig).await.unwrap().is_some(),
         "Secrets stay"
     );
+    // This manager forgot it: no metric series left behind for a control plane it no longer
+    // runs (the target's manager reports it now).
+    env.wait("the moved control plane's metric series dropped", || async {
+        series() == 0
+    })
+    .await;
     ctl.stop().await;
 }
