@@ -22,7 +22,8 @@ use crate::names;
 pub const DQLITE_REMOVE_SCRIPT: &str = r#"set -eu
 out=$(curl -sS -k --connect-timeout 10 --max-time 120 -w '\n%{http_code}' -X POST -H "capi-auth-token: $CAPI_AUTH_TOKEN" -H "Content-Type: application/json" -d "{\"remove_endpoint\":\"$1\"}" "https://$2/cluster/api/v2.0/dqlite/remove")
 code=$(printf '%s\n' "$out" | tail -n 1)
-body=$(printf '%s\n' "$out" | sed '$d')
+# The agent may echo a token it refuses: never print it.
+body=$(printf '%s\n' "$out" | sed '$d' | awk -v t="$CAPI_AUTH_TOKEN" 't != "" { while ((i = index($0, t)) > 0) $0 = substr($0, 1, i - 1) "<redacted>" substr($0, i + length(t)) } { print }')
 case "$code" in
   2??) printf 'removed dqlite member %s: %s\n' "$1" "$body" ;;
   *) printf 'removing dqlite member %s through %s failed: HTTP %s: %s\n' "$1" "$2" "$code" "$body" >&2; exit 1 ;;
@@ -263,7 +264,7 @@ mod tests {
 
     /// Runs a script as the pod would (`/bin/sh -c SCRIPT mk8s-action ARGS…`) with stub
     /// `curl` and `sleep` that play snapd and the cluster agent and record their arguments.
-    fn run(script: &str, args: &[&str], final_status: &str) -> (bool, String) {
+    fn run(script: &str, args: &[&str], final_status: &str) -> (bool, String, String) {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!(
             "mk8s-action-{}-{}",
@@ -282,7 +283,7 @@ case "$last" in
     if [ "$n" -lt 3 ]; then st=Doing; else st="$STUB_FINAL"; fi
     printf '{"type":"sync","status-code":200,"status":"OK","result":{"id":"42","kind":"refresh-snap","summary":"Refresh \\"microk8s\\" snap","status":"%s","tasks":[{"id":"1","status":"Done"}],"ready":false}}\n' "$st" ;;
   */dqlite/remove)
-    if [ "$STUB_FINAL" = Error ]; then printf '{"error":"not a member"}\n500'; else printf '{"result":"ok"}\n200'; fi ;;
+    if [ "$STUB_FINAL" = Error ]; then printf '{"error":"invalid CAPI auth token \\"%s\\""}\n401' "$CAPI_AUTH_TOKEN"; else printf '{"result":"ok"}\n200'; fi ;;
 esac
 "#;
         for (name, body) in [("curl", curl), ("sleep", "#!/bin/sh\nexit 0\n")] {
@@ -304,12 +305,16 @@ esac
             .unwrap();
         let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
-        (status.status.success(), log)
+        (
+            status.status.success(),
+            log,
+            String::from_utf8_lossy(&status.stderr).into_owned(),
+        )
     }
 
     #[test]
     fn refresh_script_polls_the_change_to_its_end() {
-        let (ok, log) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable", "true"], "Done");
+        let (ok, log, _) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable", "true"], "Done");
         assert!(ok, "{log}");
         assert!(
             log.contains(r#"{"action":"refresh","channel":"1.34/stable","classic":true}"#),
@@ -321,25 +326,25 @@ esac
             3,
             "polled until Done: {log}"
         );
-        let (ok, log) = run(SNAP_REFRESH_SCRIPT, &["1.34-strict/edge", "false"], "Done");
+        let (ok, log, _) = run(SNAP_REFRESH_SCRIPT, &["1.34-strict/edge", "false"], "Done");
         assert!(ok);
         assert!(
             log.contains(r#"{"action":"refresh","channel":"1.34-strict/edge"}"#),
             "{log}"
         );
         for bad in ["Error", "Undone"] {
-            let (ok, _) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable", "true"], bad);
+            let (ok, _, _) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable", "true"], bad);
             assert!(!ok, "{bad} must fail the pod");
         }
         // A channel with shell metacharacters stays a value.
-        let (ok, log) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable$(touch /tmp/x)", "true"], "Done");
+        let (ok, log, _) = run(SNAP_REFRESH_SCRIPT, &["1.34/stable$(touch /tmp/x)", "true"], "Done");
         assert!(ok);
         assert!(log.contains("1.34/stable$(touch /tmp/x)"), "{log}");
     }
 
     #[test]
     fn removal_script_calls_the_agent_with_the_token() {
-        let (ok, log) = run(DQLITE_REMOVE_SCRIPT, &["10.0.0.3:2379", "10.0.0.1:30000"], "Done");
+        let (ok, log, _) = run(DQLITE_REMOVE_SCRIPT, &["10.0.0.3:2379", "10.0.0.1:30000"], "Done");
         assert!(ok, "{log}");
         let args: Vec<&str> = log.lines().collect();
         assert_eq!(
@@ -365,9 +370,15 @@ esac
                 "---"
             ]
         );
-        // The agent refusing fails the pod.
-        let (ok, _) = run(DQLITE_REMOVE_SCRIPT, &["10.0.0.3:2379", "10.0.0.1:30000"], "Error");
+        // The agent refusing fails the pod, with its answer in the log but not the token it
+        // echoes.
+        let (ok, _, err) = run(DQLITE_REMOVE_SCRIPT, &["10.0.0.3:2379", "10.0.0.1:30000"], "Error");
         assert!(!ok, "an HTTP error fails the attempt");
+        assert!(
+            err.contains("HTTP 401") && err.contains("invalid CAPI auth token"),
+            "{err}"
+        );
+        assert!(!err.contains("tok en") && err.contains("<redacted>"), "{err}");
     }
 
     #[test]
