@@ -349,8 +349,9 @@ fn regenerate_or_decide(facts: &Facts<'_>, machine: &Machine, cluster: &Cluster)
 /// node accepts joins once it has initialized the cluster, without waiting for CAPI's nodeRef
 /// (CAPI connects to a new workload cluster on a 30 s retry, so the first machine's nodeRef
 /// can lag its initialization by that much, and every join with it), and before that a
-/// joining node retries until it does — all InternalIPs, or else all ExternalIPs (Canonical's
-/// preference), in a stable order.
+/// joining node retries until it does — the IPv4 InternalIPs, else the IPv4 ExternalIPs, else
+/// all InternalIPs, else all ExternalIPs (Canonical's preference of kinds; `microk8s join`
+/// takes IPv4 only), in a stable order.
 pub fn join_addresses<'a>(
     machines: impl IntoIterator<Item = &'a Machine>,
     cluster: &str,
@@ -372,7 +373,7 @@ pub fn join_addresses<'a>(
         (a.metadata.creation_timestamp.as_ref().map(|t| t.0), &a.metadata.name)
             .cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0), &b.metadata.name))
     });
-    for kind in ["InternalIP", "ExternalIP"] {
+    let of_kind = |kind: &str| {
         let mut out: Vec<String> = vec![];
         for m in &candidates {
             for a in m.addresses_of(kind) {
@@ -381,17 +382,21 @@ pub fn join_addresses<'a>(
                 }
             }
         }
-        // `microk8s join` takes `IPv4:port/token` only (it splits the address at `:`): IPv6
-        // addresses are kept only when there is nothing else to try.
-        let v4 = |a: &String| a.parse::<std::net::Ipv4Addr>().is_ok();
-        if out.iter().any(v4) {
-            out.retain(v4);
-        }
-        if !out.is_empty() {
-            return out;
-        }
-    }
-    vec![]
+        out
+    };
+    let (internal, external) = (of_kind("InternalIP"), of_kind("ExternalIP"));
+    // `microk8s join` takes `IPv4:port/token` only (it splits the address at `:`): IPv4
+    // addresses of either kind come first, IPv6 ones only when there is nothing else.
+    let v4 = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+            .cloned()
+            .collect()
+    };
+    [v4(&internal), v4(&external), internal, external]
+        .into_iter()
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
 }
 
 /// The port scheme (`clusterConfiguration.portCompatibilityRemap`) of the control plane a
@@ -819,6 +824,16 @@ mod tests {
             "2024-01-01T00:00:00Z",
         )];
         assert_eq!(join_addresses(&v6, "c", "self", &[]), ["fd00::5"]);
+        // IPv6 InternalIPs, IPv4 ExternalIPs: the IPv4 ones.
+        let mixed = [mk(
+            "mixed",
+            true,
+            "Running",
+            true,
+            json!([{"type": "InternalIP", "address": "fd00::6"}, {"type": "ExternalIP", "address": "203.0.113.6"}]),
+            "2024-01-01T00:00:00Z",
+        )];
+        assert_eq!(join_addresses(&mixed, "c", "self", &[]), ["203.0.113.6"]);
     }
 
     #[test]
