@@ -31,10 +31,12 @@ wait_apiserver
 # (deleting it cuts every in-cluster client off the API server for a moment).
 recreate_kubernetes_service() {
   local target
+  # (retry runs this where set -e does not apply: every failure is returned explicitly.)
   target=$(timeout 60 microk8s kubectl get service kubernetes -n default --ignore-not-found \
-    -o 'jsonpath={.spec.ports[0].targetPort}')
-  [[ ${target} == 6443 ]] && return 0
-  timeout 60 microk8s kubectl delete service kubernetes -n default --ignore-not-found
+    -o 'jsonpath={.spec.ports[0].targetPort}') || return 1
+  if [[ ${target} == 16443 ]]; then
+    timeout 60 microk8s kubectl delete service kubernetes -n default --ignore-not-found || return 1
+  fi
 }
 retry 10 5 "recreating the kubernetes Service" recreate_kubernetes_service
 

@@ -181,8 +181,9 @@
 //! - `50-apiserver-port.sh`: in `$SNAP_CURRENT/args/kube-apiserver` sets
 //!   `--service-node-port-range=30001-32767` and replaces port 16443 by 6443, likewise in
 //!   `$SNAP_CURRENT/credentials/*.config`; configure hook; restart `daemon-kubelite`; wait;
-//!   `microk8s kubectl delete service kubernetes -n default --ignore-not-found` (recreated on
-//!   6443); `iptables -t nat -C/-A OUTPUT -o lo -p tcp --dport 16443 -j REDIRECT --to-port 6443`
+//!   while the kubernetes Service still targets 16443 (the first node), `microk8s kubectl
+//!   delete service kubernetes -n default --ignore-not-found` (recreated on 6443);
+//!   `iptables -w 30 -t nat -C/-A OUTPUT -o lo -p tcp --dport 16443 -j REDIRECT --to-port 6443`
 //!   and the same in `PREROUTING`; writes [`paths::APISERVER_REDIRECT_UNIT`] (a oneshot unit
 //!   re-adding both rules at boot — no `iptables-persistent`, no `apt-get`), `systemctl
 //!   daemon-reload`, `systemctl enable capi-microk8s-apiserver-redirect.service`.

@@ -90,8 +90,15 @@ fn assert_common(m: &Machine, run: &Run) {
         1,
         "{kubelet}"
     );
-    // A joining node's copy of the control plane node's arguments lost that node's extras.
-    assert!(!kubelet.contains("--register-with-taints"), "{kubelet}");
+    if kubelet.contains("--cluster-dns=") {
+        // A joining node: its copy of the control plane node's arguments lost that node's
+        // extras, but kept what MicroK8s wrote (the --node-ip join set for this node, DNS).
+        assert!(!kubelet.contains("--register-with-taints"), "{kubelet}");
+        assert!(
+            kubelet.contains("\n--node-ip=10.0.0.99\n--cluster-dns=10.152.183.10\n"),
+            "{kubelet}"
+        );
+    }
     assert!(kubelet.starts_with("--kubeconfig="), "{kubelet}");
     assert_eq!(
         m.read(paths::EXTRA_KUBELET_ARGS),
@@ -552,6 +559,34 @@ fn a_joining_control_plane_node_leaves_the_moved_kubernetes_service() {
         run.calls_of("microk8s", &["kubectl", "delete", "service"]).is_empty(),
         "{}",
         run.dump()
+    );
+}
+
+/// A control plane bootstrapped before the end marker existed: only its start marker goes,
+/// so flags MicroK8s appended after the block (cluster DNS) survive the copy.
+#[test]
+fn an_old_unterminated_block_keeps_what_follows_it() {
+    if !have_shells() {
+        return;
+    }
+    let role = Role::Worker {
+        join_addresses: addresses(),
+    };
+    let doc = render(&input(role, &rich_spec())).expect("render");
+    let m = Machine::new("old-block");
+    std::fs::write(m.path("/.stub-old-block"), "").unwrap();
+    let run = m.boot(&doc, None);
+    assert_eq!(run.status, 0, "{}", run.output);
+    let kubelet = m.read("/var/snap/microk8s/current/args/kubelet");
+    assert!(kubelet.contains("\n--cluster-dns=10.152.183.10\n"), "{kubelet}");
+    assert_eq!(
+        kubelet.matches("# Extra arguments from Cluster API").count(),
+        1,
+        "{kubelet}"
+    );
+    assert!(
+        kubelet.ends_with("--max-pods=200\n--node-labels=tier=gold\n# End of the extra arguments from Cluster API\n"),
+        "{kubelet}"
     );
 }
 

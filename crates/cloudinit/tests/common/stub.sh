@@ -107,10 +107,18 @@ case ${name} in
         ;;
       add-node) echo "microk8s join 10.0.0.10:30000/$3" ;;
       join)
-        # As MicroK8s does: the kubelet arguments become a copy of the control plane node's,
-        # its Cluster API block (written before the end marker existed) included.
-        # shellcheck disable=SC2016 # MicroK8s args files hold ${SNAP_DATA} literally
-        printf -- '--kubeconfig=${SNAP_DATA}/credentials/kubelet.config\n--cert-dir=${SNAP_DATA}/certs\n\n# Extra arguments from Cluster API (MicroK8sConfig initConfiguration.extraKubeletArgs)\n--register-with-taints=control-plane=true:NoSchedule\n' >"${current}/args/kubelet"
+        # As MicroK8s does: the kubelet arguments become a copy of the control plane node's
+        # (its Cluster API block, the --node-ip that join rewrites for this node, and a flag
+        # \`microk8s enable dns\` appended after the block); with .stub-old-block, a block
+        # written before the end marker existed.
+        {
+          # shellcheck disable=SC2016 # MicroK8s args files hold ${SNAP_DATA} literally
+          printf -- '--kubeconfig=${SNAP_DATA}/credentials/kubelet.config\n--cert-dir=${SNAP_DATA}/certs\n'
+          printf '# Extra arguments from Cluster API (MicroK8sConfig initConfiguration.extraKubeletArgs)\n'
+          printf -- '--register-with-taints=control-plane=true:NoSchedule\n--node-ip=10.0.0.99\n'
+          [[ -e ${CAPI_ROOT}/.stub-old-block ]] || printf '# End of the extra arguments from Cluster API\n'
+          printf -- '--cluster-dns=10.152.183.10\n'
+        } >"${current}/args/kubelet"
         ;;
     esac
     ;;
