@@ -51,22 +51,23 @@ fn enums_not_nullable(mut crd: CustomResourceDefinition) -> CustomResourceDefini
             group.iter_mut().for_each(walk);
         }
     }
-    for v in &mut crd.spec.versions {
-        if let Some(root) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-            walk(root);
-        }
-    }
+    schema_roots(&mut crd).for_each(walk);
     crd
+}
+
+/// The root schema of every version of a CRD.
+fn schema_roots(crd: &mut CustomResourceDefinition) -> impl Iterator<Item = &mut JSONSchemaProps> {
+    crd.spec
+        .versions
+        .iter_mut()
+        .filter_map(|v| v.schema.as_mut()?.open_api_v3_schema.as_mut())
 }
 
 /// Lets objects leave out `spec`, as Canonical's CRD did (`spec,omitempty`, every field of
 /// a MicroK8sConfig optional): the API server fills in `spec: {}` (and with it the nested
 /// defaults), so the objects the managers read always have one.
 fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    for v in &mut crd.spec.versions {
-        let Some(root) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else {
-            continue;
-        };
+    for root in schema_roots(&mut crd) {
         if let Some(required) = root.required.as_mut() {
             required.retain(|r| r != "spec");
         }

@@ -274,11 +274,12 @@ where
                 format!("{}-{}-{}", defaults.name, std::process::id(), suffix.to_lowercase())
             });
         let duration = flags.leader_election_lease_duration.max(2);
+        let grace = (duration / 3).max(1);
         let manager = LeaseManagerBuilder::new(lease_client.clone(), &lease_name)
             .with_namespace(&ns)
             .with_identity(&identity)
             .with_duration(duration)
-            .with_grace((duration / 3).max(1))
+            .with_grace(grace)
             .with_field_manager(format!("{}-lease", defaults.name))
             .build()
             .await?;
@@ -304,7 +305,7 @@ where
             name: lease_name.clone(),
             identity: identity.clone(),
             duration: Duration::from_secs(duration),
-            grace: Duration::from_secs((duration / 3).max(1)),
+            grace: Duration::from_secs(grace),
         };
         let guard = leader::guard(lease_client.clone(), terms, std::time::SystemTime::now(), token.clone());
         tokio::spawn(async move {
