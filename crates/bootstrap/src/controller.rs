@@ -985,29 +985,20 @@ async fn apply_status(
     let api: Api<MicroK8sConfig> = Api::namespaced(ctx.rt.client.clone(), &cfg.namespace().unwrap_or_default());
     // `desired` starts from the cached status; the cache may not show our last write yet (its
     // event can still be on the way when the next reconcile starts). The resourceVersion
-    // makes the apply fail then instead of undoing that write; the newer version's event
-    // reconciles again from it.
+    // makes the apply fail then (409, see `reconcile`) instead of undoing that write; the newer
+    // version's event reconciles again from it.
     let patch = json!({
         "apiVersion": MicroK8sConfig::api_version(&()),
         "kind": MicroK8sConfig::kind(&()),
         "metadata": {"resourceVersion": version},
         "status": desired,
     });
-    match api
-        .patch_status(
-            &cfg.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            debug!(config = %cfg.name_any(), "status computed from an older copy; reconciling again from the newer one");
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
-    }
+    api.patch_status(
+        &cfg.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     // One Event per wait reason transition (the decision Events are published where taken).
     if let Outcome::NotAvailable { reason, message } = outcome
         && before.as_deref() != Some(*reason)

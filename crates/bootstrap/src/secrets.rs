@@ -98,8 +98,8 @@ fn is_cluster_owner(o: &OwnerReference) -> bool {
 }
 
 /// The uid of the deleted Cluster a cluster Secret belongs to, when its Cluster owners of
-/// this name are all another Cluster (uid) than this one: a Cluster deleted and created again under its name (GitOps, CI)
-/// before the garbage collector removed its Secrets. Using them would give the new cluster
+/// this name are all another Cluster (uid) than this one: a Cluster deleted and created again
+/// under its name (GitOps, CI) before the garbage collector removed its Secrets. Using them would give the new cluster
 /// the old CA and tokens, and then lose them to the collector.
 pub fn stale_owner(secret: &Secret, cluster: &Cluster) -> Option<String> {
     let name = cluster.metadata.name.as_deref()?;
