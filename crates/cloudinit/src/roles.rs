@@ -360,11 +360,15 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
         let proxy = proxied.then(|| std::iter::once("--proxy").chain(proxies).map(str::to_string));
         proxy.into_iter().flatten().chain(addons).collect()
     };
-    let init_node = matches!(input.role, Role::Init { .. });
     // `microk8s join` replaces a joining node's kubelet arguments with the control plane
     // node's: joining roles add theirs after the join.
-    if init_node && !kubelet_args.is_empty() {
-        plan.step(scripts::KUBELET_ARGS);
+    let add_kubelet_args = |plan: &mut Plan| {
+        if !kubelet_args.is_empty() {
+            plan.step(scripts::KUBELET_ARGS);
+        }
+    };
+    if matches!(input.role, Role::Init { .. }) {
+        add_kubelet_args(&mut plan);
     }
     plan.step(scripts::WAIT_APISERVER);
 
@@ -399,9 +403,7 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
         Role::JoinControlPlane { .. } => {
             control_plane_network(&mut plan);
             plan.run(scripts::JOIN, join_urls);
-            if !kubelet_args.is_empty() {
-                plan.step(scripts::KUBELET_ARGS);
-            }
+            add_kubelet_args(&mut plan);
             plan.step(scripts::APISERVER_PORT);
             plan.run(scripts::ADD_NODE, add_node);
             if !addons.is_empty() {
@@ -411,9 +413,7 @@ pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError>
         Role::Worker { .. } => {
             plan.run(scripts::CLUSTER_AGENT_PORT, [agent_port.to_string()]);
             plan.run(scripts::JOIN, std::iter::once("--worker".to_string()).chain(join_urls));
-            if !kubelet_args.is_empty() {
-                plan.step(scripts::KUBELET_ARGS);
-            }
+            add_kubelet_args(&mut plan);
             let mut proxy = vec![endpoint.with_port(input.endpoint_port)];
             if track >= FIRST_STRICT_TRACK {
                 // MicroK8s 1.25 replaced traefik by apiserver-proxy, which refreshes its
