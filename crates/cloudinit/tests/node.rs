@@ -20,13 +20,30 @@ fn spec() -> MicroK8sConfigSpec {
 }
 
 fn boot(test: &str, role: Role, spec: &MicroK8sConfigSpec, fail: Option<&str>) -> Option<(Machine, Run)> {
+    boot_prepared(test, role, spec, fail, |_| {})
+}
+
+/// [`boot`] on a machine `prepare` has set up first (a preinstalled snap, a stub's state).
+fn boot_prepared(
+    test: &str,
+    role: Role,
+    spec: &MicroK8sConfigSpec,
+    fail: Option<&str>,
+    prepare: impl FnOnce(&Machine),
+) -> Option<(Machine, Run)> {
     if !have_shells() {
         return None;
     }
     let doc = render(&input(role, spec)).expect("render");
     let machine = Machine::new(test);
+    prepare(&machine);
     let run = machine.boot(&doc, fail);
     Some((machine, run))
+}
+
+/// Leaves a file at `node_path` that the stub tools act on.
+fn stub_state(node_path: &'static str, content: &'static str) -> impl FnOnce(&Machine) {
+    move |m| std::fs::write(m.path(node_path), content).expect("stub state")
 }
 
 fn assert_success(m: &Machine, run: &Run) {
@@ -445,16 +462,13 @@ fn minimal_specs_boot_every_role() {
 /// and counts it, instead of failing against it ("change in progress") five times.
 #[test]
 fn a_timed_out_install_is_waited_for_not_repeated() {
-    if !have_shells() {
-        return;
-    }
     let role = Role::Worker {
         join_addresses: addresses(),
     };
-    let doc = render(&input(role, &minimal_spec())).expect("render");
-    let m = Machine::new("slow-install");
-    std::fs::write(m.path("/.stub-slow-install"), "").unwrap();
-    let run = m.boot(&doc, None);
+    let prepare = stub_state("/.stub-slow-install", "");
+    let Some((m, run)) = boot_prepared("slow-install", role, &minimal_spec(), None, prepare) else {
+        return;
+    };
     assert_eq!(run.status, 0, "{}\n{}", run.output, run.dump());
     assert!(m.exists(paths::BOOTSTRAP_SENTINEL));
     assert_eq!(
@@ -540,16 +554,13 @@ fn a_worker_tries_to_join_for_an_hour() {
 /// finds it on 6443 already and leaves it (a deletion cuts in-cluster clients off).
 #[test]
 fn a_joining_control_plane_node_leaves_the_moved_kubernetes_service() {
-    if !have_shells() {
-        return;
-    }
     let role = Role::JoinControlPlane {
         join_addresses: addresses(),
     };
-    let doc = render(&input(role, &minimal_spec())).expect("render");
-    let m = Machine::new("service-moved");
-    std::fs::write(m.path("/.stub-service-port"), "6443").unwrap();
-    let run = m.boot(&doc, None);
+    let prepare = stub_state("/.stub-service-port", "6443");
+    let Some((_, run)) = boot_prepared("service-moved", role, &minimal_spec(), None, prepare) else {
+        return;
+    };
     assert_eq!(run.status, 0, "{}", run.output);
     assert!(
         !run.calls_of("microk8s", &["kubectl", "get", "service", "kubernetes"])
@@ -566,16 +577,13 @@ fn a_joining_control_plane_node_leaves_the_moved_kubernetes_service() {
 /// so flags MicroK8s appended after the block (cluster DNS) survive the copy.
 #[test]
 fn an_old_unterminated_block_keeps_what_follows_it() {
-    if !have_shells() {
-        return;
-    }
     let role = Role::Worker {
         join_addresses: addresses(),
     };
-    let doc = render(&input(role, &rich_spec())).expect("render");
-    let m = Machine::new("old-block");
-    std::fs::write(m.path("/.stub-old-block"), "").unwrap();
-    let run = m.boot(&doc, None);
+    let prepare = stub_state("/.stub-old-block", "");
+    let Some((m, run)) = boot_prepared("old-block", role, &rich_spec(), None, prepare) else {
+        return;
+    };
     assert_eq!(run.status, 0, "{}", run.output);
     let kubelet = m.read("/var/snap/microk8s/current/args/kubelet");
     assert!(kubelet.contains("\n--cluster-dns=10.152.183.10\n"), "{kubelet}");
@@ -610,14 +618,15 @@ fn join_falls_back_to_the_next_address() {
 
 #[test]
 fn preinstalled_snap_still_disables_the_default_cni() {
-    if !have_shells() {
+    let Some((m, run)) = boot_prepared(
+        "preinstalled",
+        Role::Init { ca: ca() },
+        &spec(),
+        None,
+        Machine::preinstall,
+    ) else {
         return;
-    }
-    let spec = spec();
-    let doc = render(&input(Role::Init { ca: ca() }, &spec)).expect("render");
-    let m = Machine::new("preinstalled");
-    m.preinstall();
-    let run = m.boot(&doc, None);
+    };
     assert_success(&m, &run);
     assert!(run.calls_of("snap", &["install"]).is_empty(), "{}", run.dump());
     assert!(m.exists("/var/snap/microk8s/current/args/cni-network/cni.yaml.disabled"));

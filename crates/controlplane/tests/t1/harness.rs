@@ -384,6 +384,23 @@ impl Env {
         }
     }
 
+    /// Reports a workload node Ready or NotReady (as its kubelet would), keeping its address
+    /// and a v1.33.7 kubelet.
+    pub async fn set_node_ready(&self, node: &str, ready: bool) {
+        let nodes: Api<Node> = Api::all(self.wclient.clone());
+        let ip = nodes.get(node).await.unwrap().status.unwrap().addresses.unwrap()[0]
+            .address
+            .clone();
+        nodes
+            .patch_status(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(node_status(&ip, "v1.33.7", ready)),
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn nodes(&self) -> Vec<Node> {
         let api: Api<Node> = Api::all(self.wclient.clone());
         api.list(&ListParams::default()).await.unwrap().items

@@ -926,27 +926,10 @@ async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
     let names: Vec<String> = env.cp_machines().await.iter().map(ResourceExt::name_any).collect();
     let (victim, laggard) = (names[0].clone(), names[1].clone());
     let nodes: Api<Node> = Api::all(env.wclient.clone());
-    let ip_of = |n: &Node| {
-        n.status.as_ref().unwrap().addresses.as_ref().unwrap()[0]
-            .address
-            .clone()
-    };
-    let laggard_ip = ip_of(&nodes.get(&laggard).await.unwrap());
-    let victim_ip = ip_of(&nodes.get(&victim).await.unwrap());
-    let set_ready = |ready: bool| {
-        let (nodes, laggard, ip) = (nodes.clone(), laggard.clone(), laggard_ip.clone());
-        async move {
-            nodes
-                .patch_status(
-                    &laggard,
-                    &PatchParams::default(),
-                    &Patch::Merge(node_status(&ip, "v1.33.7", ready)),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    set_ready(false).await;
+    let victim_ip = nodes.get(&victim).await.unwrap().status.unwrap().addresses.unwrap()[0]
+        .address
+        .clone();
+    env.set_node_ready(&laggard, false).await;
     // Two of three Ready: still Available, but removing a Ready member would leave one of two.
     env.api(&machine_ar())
         .delete(&victim, &DeleteParams::default())
@@ -972,7 +955,7 @@ async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
     );
 
     // The node recovers: the member goes, through a survivor, and a replacement follows.
-    set_ready(true).await;
+    env.set_node_ready(&laggard, true).await;
     env.wait("the victim deleted through its hook", || async {
         fake.log(|l| l.deleted_with_hook.contains(&victim))
     })
@@ -1026,18 +1009,7 @@ async fn a_removal_stranded_on_a_node_that_went_down_retries_elsewhere() {
         o.pods_hang = false;
         o.pods_hang_on = vec![survivor.clone()];
     });
-    let nodes: Api<Node> = Api::all(env.wclient.clone());
-    let ip = nodes.get(&survivor).await.unwrap().status.unwrap().addresses.unwrap()[0]
-        .address
-        .clone();
-    nodes
-        .patch_status(
-            &survivor,
-            &PatchParams::default(),
-            &Patch::Merge(node_status(&ip, "v1.33.7", false)),
-        )
-        .await
-        .unwrap();
+    env.set_node_ready(&survivor, false).await;
 
     env.wait("the victim deleted through its hook", || async {
         fake.log(|l| l.deleted_with_hook.contains(&victim))
