@@ -22,15 +22,15 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use mk8s_api::MicroK8sConfig;
 use mk8s_api::capi::{Cluster, ClusterExt, Machine, MachineExt};
 use mk8s_api::consts;
+use mk8s_api::{MicroK8sConfig, MicroK8sConfigStatus};
 use mk8s_pki::KeyAlgorithm;
 use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::secret_cache::{SecretCache, secret_cache_slimmed};
 use mk8s_runtime::slim::slim_all;
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::decide::{self, DataSecret, Facts, Generate, Owner, Plan, Role, reason};
@@ -871,18 +871,24 @@ async fn record_role(
         .patch(
             &cfg.name_any(),
             &PatchParams::default(),
-            // The version the status was read at: a conflict means the cached copy (and the
-            // status built from it) is stale; the newer version's event reconciles again.
-            &Patch::Merge(json!({"metadata": {
-                "resourceVersion": cfg.metadata.resource_version,
-                "annotations": {
-                    decide::ROLE_ANNOTATION: role.as_str(),
-                    decide::JOIN_ADDRESSES_ANNOTATION: joined,
-                },
-            }})),
+            &role_patch(cfg.metadata.resource_version.as_deref(), role, joined.as_deref()),
         )
         .await?;
     Ok(patched.metadata.resource_version)
+}
+
+/// The merge patch recording the role and the join addresses (`joined`, comma-separated) on a
+/// config read at `version`. The version makes the patch fail with a 409 the reconcile
+/// recognises ([`Error::is_config_conflict`]) when the cached copy (and the status built from
+/// it) is stale; the newer version's event reconciles again.
+pub fn role_patch(version: Option<&str>, role: Role, joined: Option<&str>) -> Patch<Value> {
+    Patch::Merge(json!({"metadata": {
+        "resourceVersion": version,
+        "annotations": {
+            decide::ROLE_ANNOTATION: role.as_str(),
+            decide::JOIN_ADDRESSES_ANNOTATION: joined,
+        },
+    }}))
 }
 
 /// Creates the data Secret; returns a conflict outcome when a foreign Secret has its name.
@@ -987,16 +993,10 @@ async fn apply_status(
     // event can still be on the way when the next reconcile starts). The resourceVersion
     // makes the apply fail then (409, see `reconcile`) instead of undoing that write; the newer
     // version's event reconciles again from it.
-    let patch = json!({
-        "apiVersion": MicroK8sConfig::api_version(&()),
-        "kind": MicroK8sConfig::kind(&()),
-        "metadata": {"resourceVersion": version},
-        "status": desired,
-    });
     api.patch_status(
         &cfg.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        &status_apply_params(),
+        &status_patch(version, &desired),
     )
     .await?;
     // One Event per wait reason transition (the decision Events are published where taken).
@@ -1011,6 +1011,24 @@ async fn apply_status(
         event(ctx, cfg, ty, reason, message.clone()).await;
     }
     Ok(())
+}
+
+/// The server-side apply of a config's whole `status`, built from the copy read at
+/// `version`: with the version, a stale copy makes it fail with a 409 the reconcile recognises
+/// ([`Error::is_config_conflict`]) instead of undoing a newer write.
+pub fn status_patch(version: Option<&str>, status: &MicroK8sConfigStatus) -> Patch<Value> {
+    Patch::Apply(json!({
+        "apiVersion": MicroK8sConfig::api_version(&()),
+        "kind": MicroK8sConfig::kind(&()),
+        "metadata": {"resourceVersion": version},
+        "status": status,
+    }))
+}
+
+/// The parameters of [`status_patch`]: our field manager, taking over fields (the status is
+/// ours alone).
+pub fn status_apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 async fn event(ctx: &Context, cfg: &MicroK8sConfig, type_: EventType, reason: &str, note: String) {

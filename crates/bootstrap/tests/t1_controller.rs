@@ -971,3 +971,84 @@ async fn workers_join_on_the_control_planes_port_scheme() {
     );
     ctrl.stop().await;
 }
+
+/// The API server's answer to our two writes carrying a stale resourceVersion (the status
+/// apply on the status subresource and the role annotation patch) is the 409 the reconcile
+/// recognises as "a newer copy is coming", not a failure to retry and warn about; with the
+/// current version both writes go through.
+#[tokio::test]
+async fn writes_from_a_stale_copy_fail_with_the_conflict_the_reconcile_expects() {
+    use kube::ResourceExt;
+    use mk8s_bootstrap::controller::{role_patch, status_apply_params, status_patch};
+    use mk8s_bootstrap::decide::Role;
+
+    let Some(env) = env("stale-write").await else { return };
+    env.cluster("c", true, true).await;
+    env.machine("c", "w", false, Some("v1.33.4"), json!({})).await;
+    let api = Api::<MicroK8sConfig>::namespaced(env.client.clone(), &env.ns);
+    let read = env.config("w").await;
+    let stale = read.metadata.resource_version.clone();
+    let status = mk8s_api::MicroK8sConfigStatus {
+        observed_generation: Some(42),
+        ..Default::default()
+    };
+    // Someone else writes the config after the reconcile read it.
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+    )
+    .await
+    .unwrap();
+
+    let err = api
+        .patch_status("w", &status_apply_params(), &status_patch(stale.as_deref(), &status))
+        .await
+        .expect_err("a status apply from a stale copy is refused");
+    let err = mk8s_bootstrap::Error::from(err);
+    assert!(
+        err.is_config_conflict("w"),
+        "status subresource 409 recognised: {err:?}"
+    );
+    assert!(!err.is_config_conflict("other"));
+    let err = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &role_patch(stale.as_deref(), Role::Worker, None),
+        )
+        .await
+        .expect_err("an annotation patch from a stale copy is refused");
+    let err = mk8s_bootstrap::Error::from(err);
+    assert!(err.is_config_conflict("w"), "metadata patch 409 recognised: {err:?}");
+    assert!(!err.is_config_gone("w"));
+
+    // From the current copy both go through, and nothing of the refused writes landed.
+    let now = env.config("w").await;
+    assert!(now.status.as_ref().and_then(|s| s.observed_generation).is_none());
+    assert!(!now.annotations().contains_key(mk8s_bootstrap::decide::ROLE_ANNOTATION));
+    let patched = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &role_patch(now.metadata.resource_version.as_deref(), Role::Worker, Some("10.0.0.1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched
+            .annotations()
+            .get(mk8s_bootstrap::decide::ROLE_ANNOTATION)
+            .map(String::as_str),
+        Some(Role::Worker.as_str())
+    );
+    let applied = api
+        .patch_status(
+            "w",
+            &status_apply_params(),
+            &status_patch(patched.metadata.resource_version.as_deref(), &status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.status.and_then(|s| s.observed_generation), Some(42));
+}
