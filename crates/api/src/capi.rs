@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::{ApiResource, Object};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -277,6 +278,18 @@ pub trait ClusterExt {
     fn endpoint(&self) -> Option<&ApiEndpoint>;
     /// Failure domains suitable for control plane machines.
     fn control_plane_failure_domains(&self) -> Vec<String>;
+    /// The uid of the deleted Cluster an object with these owner references belongs to,
+    /// when its Cluster owners of this Cluster's name are all another Cluster (uid) than this
+    /// one: a Cluster deleted and created again under its name (GitOps, CI) before the garbage
+    /// collector removed its Secrets. Using them would give the new cluster the old CA and
+    /// tokens, and then lose them to the collector. Owners of another name are not counted: a
+    /// copy owned by another live Cluster is its user's business.
+    fn stale_owner_in(&self, owners: &[OwnerReference]) -> Option<String>;
+}
+
+/// Whether an owner reference points at a CAPI Cluster (any version of the core group).
+pub fn is_cluster_owner(o: &OwnerReference) -> bool {
+    o.kind == "Cluster" && o.api_version.strip_prefix(GROUP).is_some_and(|v| v.starts_with('/'))
 }
 
 impl ClusterExt for Cluster {
@@ -322,6 +335,17 @@ impl ClusterExt for Cluster {
         out.sort();
         out.dedup();
         out
+    }
+
+    fn stale_owner_in(&self, owners: &[OwnerReference]) -> Option<String> {
+        let name = self.metadata.name.as_deref()?;
+        let uid = self.metadata.uid.as_deref()?;
+        let mut named = owners
+            .iter()
+            .filter(|o| is_cluster_owner(o) && o.name == name)
+            .peekable();
+        let first = named.peek().map(|o| o.uid.clone())?;
+        named.all(|o| o.uid != uid).then_some(first)
     }
 }
 

@@ -12,7 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, PostParams};
-use mk8s_api::capi::Cluster;
+use mk8s_api::capi::{self, Cluster, ClusterExt};
 use mk8s_api::consts;
 use mk8s_pki::{Ca, CaPem, KeyAlgorithm};
 use mk8s_runtime::secret_cache::SecretCache;
@@ -81,7 +81,7 @@ pub fn slim_copy(secret: Secret) -> Secret {
             // Cluster owners only: they tell a leftover of a deleted Cluster ([`stale_owner`]).
             owner_references: metadata
                 .owner_references
-                .map(|o| o.into_iter().filter(is_cluster_owner).collect::<Vec<_>>())
+                .map(|o| o.into_iter().filter(capi::is_cluster_owner).collect::<Vec<_>>())
                 .filter(|o| !o.is_empty()),
             ..Default::default()
         },
@@ -93,25 +93,10 @@ pub fn slim_copy(secret: Secret) -> Secret {
     }
 }
 
-fn is_cluster_owner(o: &OwnerReference) -> bool {
-    o.kind == "Cluster" && o.api_version.starts_with(&format!("{}/", mk8s_api::capi::GROUP))
-}
-
-/// The uid of the deleted Cluster a cluster Secret belongs to, when its Cluster owners of
-/// this name are all another Cluster (uid) than this one: a Cluster deleted and created again
-/// under its name (GitOps, CI) before the garbage collector removed its Secrets. Using them would give the new cluster
-/// the old CA and tokens, and then lose them to the collector.
+/// The uid of the deleted Cluster of this name `secret` belongs to
+/// ([`ClusterExt::stale_owner_in`]).
 pub fn stale_owner(secret: &Secret, cluster: &Cluster) -> Option<String> {
-    let name = cluster.metadata.name.as_deref()?;
-    let owners: Vec<&OwnerReference> = secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|o| is_cluster_owner(o) && o.name == name)
-        .collect();
-    let uid = cluster.metadata.uid.as_deref()?;
-    (!owners.is_empty() && owners.iter().all(|o| o.uid != uid)).then(|| owners[0].uid.clone())
+    cluster.stale_owner_in(secret.metadata.owner_references.as_deref().unwrap_or_default())
 }
 
 /// One create at a time per cluster Secret. The configs of a cluster's workers, created

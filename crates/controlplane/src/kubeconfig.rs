@@ -16,6 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use mk8s_api::capi::{Cluster, ClusterExt};
 use mk8s_api::conditions::Condition;
 use mk8s_api::consts::{self, LABEL_CLUSTER_NAME, SECRET_TYPE_CLUSTER};
 use mk8s_pki::{Ca, cert_info, is_signed_by, kubeconfig_facts};
@@ -23,6 +24,10 @@ use mk8s_pki::{Ca, cert_info, is_signed_by, kubeconfig_facts};
 use crate::error::{Error, Result, is_already_exists};
 use crate::names;
 use crate::status::types::CERTIFICATES_AVAILABLE;
+
+/// `CertificatesAvailable` reason while the cluster CA Secret is a deleted Cluster's leftover
+/// (the bootstrap provider's reason for the same wait).
+pub const WAITING_FOR_STALE_CA: &str = "WaitingForStaleClusterSecretRemoval";
 
 /// The kubeconfig's user.
 pub const USER: &str = "admin";
@@ -178,6 +183,8 @@ pub struct Inputs<'a> {
     pub namespace: &'a str,
     /// Cluster name.
     pub cluster: &'a str,
+    /// The Cluster: its uid tells a CA left by a deleted Cluster of the same name.
+    pub owner: &'a Cluster,
     /// Control plane name and uid (owner reference).
     pub mcp: (&'a str, &'a str),
     /// Endpoint.
@@ -242,7 +249,22 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
                 "waiting for Secret {ca_name} (the bootstrap provider creates it with the first control plane machine's configuration)"
             ),
         )),
-        Some(s) => read_ca(&s).map_err(|e| cond_false("InvalidClusterCA", format!("Secret {ca_name}: {e}"))),
+        Some(s) => match i
+            .owner
+            .stale_owner_in(s.metadata.owner_references.as_deref().unwrap_or_default())
+        {
+            // A leftover of a deleted Cluster of this name (the bootstrap provider waits for
+            // it too, then creates this cluster's CA): a kubeconfig signed by it would be
+            // replaced as soon as the new CA appears, and the workload cluster never trusts it.
+            Some(uid) => Err(cond_false(
+                WAITING_FOR_STALE_CA,
+                format!(
+                    "Secret {ca_name} belongs to a deleted Cluster {} (uid {uid}); waiting for the garbage collector to remove it and for this cluster's CA",
+                    i.cluster
+                ),
+            )),
+            None => read_ca(&s).map_err(|e| cond_false("InvalidClusterCA", format!("Secret {ca_name}: {e}"))),
+        },
     };
     let existing = i.secrets.get(i.namespace, &name).await?;
     let ca_pem = ca.as_ref().ok().map(|c| c.cert_pem().to_string());

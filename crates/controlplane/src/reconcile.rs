@@ -297,6 +297,7 @@ impl<'a> Rec<'a> {
             secrets: &self.ctx.secrets,
             namespace: &self.ns,
             cluster: cluster_name,
+            owner: cluster,
             mcp: (&self.name, &uid),
             host: &endpoint.host,
             port: endpoint.port,

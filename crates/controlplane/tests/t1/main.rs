@@ -868,6 +868,68 @@ async fn an_unlabelled_ca_created_later_wakes_the_control_plane() {
     ctl.stop().await;
 }
 
+/// A cluster CA left by a deleted Cluster of the same name (the garbage collector has not
+/// caught up yet) is never used to sign the kubeconfig: the control plane waits with the
+/// bootstrap provider's reason, naming the Secret, and signs with this cluster's CA once the
+/// leftover is gone and the new one exists.
+#[tokio::test]
+async fn a_ca_left_by_a_deleted_cluster_of_the_same_name_is_not_used() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "staleca").await;
+    let uid = env.create_cluster(&[]).await;
+    // The leftover: owned by the old Cluster (another uid), held by a finalizer.
+    let old = mk8s_pki::generate_ca("old", std::time::SystemTime::now()).unwrap();
+    let leftover: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "c1-ca", "finalizers": ["test.example/hold"],
+                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+                                          "name": "c1", "uid": "0ld-c1"}]},
+        "stringData": {"tls.crt": old.cert_pem, "tls.key": old.key_pem}}))
+    .unwrap();
+    env.secrets().create(&PostParams::default(), &leftover).await.unwrap();
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.4")).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
+    env.wait_condition(
+        "CertificatesAvailable",
+        |c| {
+            c.status == "False"
+                && c.reason == "WaitingForStaleClusterSecretRemoval"
+                && c.message.contains("c1-ca")
+                && c.message.contains("0ld-c1")
+        },
+        "the wait for the leftover CA explained",
+    )
+    .await;
+    assert!(env.secrets().get_opt("c1-kubeconfig").await.unwrap().is_none());
+
+    // The collector removes the leftover; the bootstrap provider creates this cluster's CA.
+    env.secrets().delete("c1-ca", &Default::default()).await.unwrap();
+    env.secrets()
+        .patch(
+            "c1-ca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    env.wait("the leftover gone", || async {
+        env.secrets().get_opt("c1-ca").await.unwrap().is_none()
+    })
+    .await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    let kc = wait_for_value(
+        || async { env.secrets().get_opt("c1-kubeconfig").await.unwrap() },
+        "the kubeconfig signed by this cluster's CA",
+    )
+    .await;
+    let yaml = String::from_utf8(kc.data.unwrap()["value"].0.clone()).unwrap();
+    let facts = mk8s_pki::kubeconfig_facts(&yaml).unwrap();
+    assert_eq!(facts.ca_cert_pem.trim(), env.ca.cert_pem.trim());
+    assert!(mk8s_pki::is_signed_by(&facts.users[0].1, &env.ca.cert_pem));
+    env.wait_condition("CertificatesAvailable", |c| c.status == "True", "CertificatesAvailable")
+        .await;
+    ctl.stop().await;
+}
+
 /// A control plane that lost its status (`clusterctl move` does not carry status) after its
 /// first node was replaced — so no Node carries the init marker any more — still knows that
 /// it is initialized, from the annotation it set, and scales instead of waiting for an init
