@@ -116,7 +116,8 @@ pub enum Freshness {
 }
 
 /// Checks our kubeconfig against the endpoint, the CA and the clock.
-pub fn freshness(kubeconfig: &str, server: &str, ca_cert_pem: &str, now: SystemTime) -> Freshness {
+pub fn freshness(kubeconfig: &str, server: &str, ca: &Ca, now: SystemTime) -> Freshness {
+    let ca_cert_pem = ca.cert_pem();
     let Some(facts) = kubeconfig_facts(kubeconfig) else {
         return Freshness::Stale("the kubeconfig cannot be read".into());
     };
@@ -135,6 +136,15 @@ pub fn freshness(kubeconfig: &str, server: &str, ca_cert_pem: &str, now: SystemT
     let Ok(info) = cert_info(cert) else {
         return Freshness::Stale("the client certificate cannot be read".into());
     };
+    // A client certificate cannot outlive the CA (it is signed to end with it at the latest):
+    // one that ends with the CA is as good as any renewal would make it, and renewing it at
+    // half of an ever shorter life would rewrite the Secret in a loop as the CA's end nears.
+    // Look again when the CA expires.
+    if info.not_after >= ca.not_after() {
+        return Freshness::Current {
+            renew_at: ca.not_after(),
+        };
+    }
     let life = info.not_after.duration_since(info.not_before).unwrap_or_default();
     let renew_at = info.not_before + life / 2;
     if now >= renew_at {
@@ -148,6 +158,26 @@ pub fn render(ca: &Ca, server: &str, now: SystemTime, validity: Duration) -> Res
     let (cert, key) = ca.sign_client(USER, &ORGANIZATIONS, now, validity)?;
     Ok(mk8s_pki::kubeconfig(server, ca.cert_pem(), USER, &cert, &key))
 }
+
+/// The `CertificatesAvailable` condition when the CA has expired by `now`: nothing it signs
+/// authenticates, so no kubeconfig is written (an existing one is kept as it is). The CA
+/// Secret's watch brings its replacement.
+pub fn expired(ca: &Ca, secret: &str, now: SystemTime) -> Option<Condition> {
+    if ca.not_after() > now {
+        return None;
+    }
+    let at = k8s_openapi::jiff::Timestamp::try_from(ca.not_after())
+        .map_or_else(|_| "an unreadable time".to_string(), |t| t.to_string());
+    Some(cond_false(
+        CA_EXPIRED,
+        format!(
+            "the cluster CA in Secret {secret} expired at {at}; replace it (no kubeconfig is signed by an expired CA)"
+        ),
+    ))
+}
+
+/// `CertificatesAvailable` reason once the cluster CA has expired.
+pub const CA_EXPIRED: &str = "ClusterCAExpired";
 
 /// The cluster CA from `<cluster>-ca`: `tls.crt`/`tls.key`, else Canonical's `crt`/`key`.
 pub fn read_ca(secret: &Secret) -> std::result::Result<Ca, String> {
@@ -263,7 +293,10 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
                     i.cluster
                 ),
             )),
-            None => read_ca(&s).map_err(|e| cond_false("InvalidClusterCA", format!("Secret {ca_name}: {e}"))),
+            None => match read_ca(&s) {
+                Ok(ca) => expired(&ca, &ca_name, now).map_or(Ok(ca), Err),
+                Err(e) => Err(cond_false("InvalidClusterCA", format!("Secret {ca_name}: {e}"))),
+            },
         },
     };
     let existing = i.secrets.get(i.namespace, &name).await?;
@@ -346,7 +379,7 @@ pub async fn reconcile(i: &Inputs<'_>) -> Result<Outcome> {
             let fresh = current_value
                 .as_deref()
                 .map_or(Freshness::Stale("the Secret has no value".into()), |v| {
-                    freshness(v, &server, ca.cert_pem(), now)
+                    freshness(v, &server, &ca, now)
                 });
             match fresh {
                 Freshness::Current { renew_at } => Ok(Outcome {
@@ -464,11 +497,11 @@ mod tests {
 
     #[test]
     fn freshness_and_rotation() {
-        let (pem, ca) = ca();
+        let (_, ca) = ca();
         let now = SystemTime::now();
         let year = Duration::from_secs(365 * 86400);
         let kc = render(&ca, "https://1.2.3.4:6443", now, year).unwrap();
-        let Freshness::Current { renew_at } = freshness(&kc, "https://1.2.3.4:6443", &pem.cert_pem, now) else {
+        let Freshness::Current { renew_at } = freshness(&kc, "https://1.2.3.4:6443", &ca, now) else {
             panic!()
         };
         let half = renew_at.duration_since(now).unwrap();
@@ -477,30 +510,74 @@ mod tests {
             "{half:?}"
         );
         assert!(matches!(
-            freshness(
-                &kc,
-                "https://1.2.3.4:6443",
-                &pem.cert_pem,
-                now + Duration::from_secs(200 * 86400)
-            ),
+            freshness(&kc, "https://1.2.3.4:6443", &ca, now + Duration::from_secs(200 * 86400)),
             Freshness::Stale(_)
         ));
         assert!(matches!(
-            freshness(&kc, "https://5.6.7.8:6443", &pem.cert_pem, now),
+            freshness(&kc, "https://5.6.7.8:6443", &ca, now),
             Freshness::Stale(m) if m.contains("endpoint")
         ));
-        let (other, _) = self::ca();
+        let (_, other) = self::ca();
         assert!(matches!(
-            freshness(&kc, "https://1.2.3.4:6443", &other.cert_pem, now),
+            freshness(&kc, "https://1.2.3.4:6443", &other, now),
             Freshness::Stale(m) if m.contains("CA")
         ));
-        assert!(matches!(
-            freshness("junk: [", "x", &pem.cert_pem, now),
-            Freshness::Stale(_)
-        ));
+        assert!(matches!(freshness("junk: [", "x", &ca, now), Freshness::Stale(_)));
         let info = cert_info(&kubeconfig_facts(&kc).unwrap().users[0].1).unwrap();
         assert_eq!(info.common_name, "admin");
         assert_eq!(info.organizations, ["admin", "system:masters"]);
+    }
+
+    /// A CA that expires `left` after now.
+    fn ca_ending_in(left: Duration) -> Ca {
+        let now = SystemTime::now();
+        // generate_ca backdates by an hour; the CA lives CA_VALIDITY from the `now` it is given.
+        let pem = mk8s_pki::generate_ca("10.152.183.1", now + left - mk8s_pki::CA_VALIDITY).unwrap();
+        Ca::parse(&pem.cert_pem, &pem.key_pem).unwrap()
+    }
+
+    #[test]
+    fn a_ca_near_its_end_does_not_make_renewals_loop() {
+        let year = Duration::from_secs(365 * 86400);
+        let server = "https://1.2.3.4:6443";
+        let ca = ca_ending_in(Duration::from_secs(60));
+        let now = SystemTime::now();
+        let kc = render(&ca, server, now, year).unwrap();
+        // The certificate ends with the CA: renewing could not extend it.
+        assert_eq!(
+            freshness(&kc, server, &ca, now),
+            Freshness::Current {
+                renew_at: ca.not_after()
+            }
+        );
+        // Thirty days before its end: the certificate is capped at the CA's end, current.
+        let ca = ca_ending_in(Duration::from_secs(30 * 86400));
+        let kc = render(&ca, server, now, year).unwrap();
+        assert!(
+            matches!(freshness(&kc, server, &ca, now), Freshness::Current { renew_at } if renew_at == ca.not_after())
+        );
+        // A certificate made under a shorter validity than what is left is renewed at half life.
+        let kc = render(&ca, server, now, Duration::from_secs(86400)).unwrap();
+        assert!(matches!(
+            freshness(&kc, server, &ca, now + Duration::from_secs(43_200)),
+            Freshness::Stale(m) if m.contains("half")
+        ));
+    }
+
+    #[test]
+    fn an_expired_ca_signs_nothing_and_says_so() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert!(expired(&ca_ending_in(hour), "c-ca", now).is_none());
+        let Some(c) = expired(&ca_ending_in(hour), "c-ca", now + 2 * hour) else {
+            panic!("expired")
+        };
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", CA_EXPIRED));
+        assert!(
+            c.message.contains("c-ca") && c.message.contains("expired at"),
+            "{}",
+            c.message
+        );
     }
 
     #[test]
