@@ -207,7 +207,14 @@ pub fn compute(
     generation: Option<i64>,
     now: &Time,
 ) -> MicroK8sControlPlaneStatus {
-    let mut list = prev.conditions.clone();
+    // Canonical's own types are not carried over (after a takeover its last values would stay
+    // forever, and show twice in the v1beta1 list): they live in the v1beta1 list only.
+    let mut list: Vec<Condition> = prev
+        .conditions
+        .iter()
+        .filter(|c| !CANONICAL_ONLY.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
     let mut set = |c: Condition| conditions::set(&mut list, c, generation, now);
     let initialized = cp.initialized();
     let desired = cp.desired.replicas;
@@ -524,25 +531,44 @@ pub fn compute(
 
 /// Canonical's v1beta1-only conditions from the previous status, as metav1 conditions (so
 /// that their transition times carry over).
+/// Condition types Canonical's provider writes into `status.conditions` and this one does not:
+/// its v1beta1-only ones (kept in `deprecated.v1beta1.conditions`) and two it defines but
+/// nobody reads.
+const CANONICAL_ONLY: [&str; 5] = [
+    RESIZED,
+    MACHINES_CREATED,
+    MACHINES_BOOTSTRAPPED,
+    "ControlPlaneComponentsHealthy",
+    "EtcdClusterHealthyCondition",
+];
+
+/// The previous v1beta1-only conditions: from our v1beta1 list, else (a status written by
+/// Canonical's provider) from `status.conditions`, so their transition times carry over.
 fn v1beta1_extra(prev: &MicroK8sControlPlaneStatus) -> Vec<Condition> {
-    prev.deprecated
-        .as_ref()
-        .and_then(|d| d.v1beta1.as_ref())
-        .map(|v| {
-            v.conditions
-                .iter()
-                .filter(|c| [RESIZED, MACHINES_CREATED, MACHINES_BOOTSTRAPPED].contains(&c.type_.as_str()))
-                .map(|c| Condition {
-                    type_: c.type_.clone(),
-                    status: c.status.clone(),
-                    observed_generation: None,
-                    last_transition_time: c.last_transition_time.clone(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    let ours = prev.deprecated.as_ref().and_then(|d| d.v1beta1.as_ref());
+    if ours.is_none() {
+        return prev
+            .conditions
+            .iter()
+            .filter(|c| [RESIZED, MACHINES_CREATED, MACHINES_BOOTSTRAPPED].contains(&c.type_.as_str()))
+            .cloned()
+            .collect();
+    }
+    ours.map(|v| {
+        v.conditions
+            .iter()
+            .filter(|c| [RESIZED, MACHINES_CREATED, MACHINES_BOOTSTRAPPED].contains(&c.type_.as_str()))
+            .map(|c| Condition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                observed_generation: None,
+                last_transition_time: c.last_transition_time.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Status of a control plane whose spec cannot be acted on: the previous status with
@@ -722,6 +748,61 @@ mod tests {
         assert_eq!(
             selector("c1"),
             "cluster.x-k8s.io/cluster-name=c1,cluster.x-k8s.io/control-plane="
+        );
+    }
+
+    /// A status written by Canonical's provider (taken over mid-scale): its own condition types
+    /// leave `conditions`, and the v1beta1 list carries each type once, with current values.
+    #[test]
+    fn canonicals_conditions_do_not_linger_after_a_takeover() {
+        let v1 = |ty: &str, status: &str, reason: &str| Condition {
+            type_: ty.into(),
+            status: status.into(),
+            observed_generation: None,
+            last_transition_time: Some(Time(Timestamp::from_second(50_000).unwrap())),
+            reason: reason.into(),
+            message: String::new(),
+        };
+        let prev = MicroK8sControlPlaneStatus {
+            conditions: vec![
+                v1(READY, "False", "ScalingUp"),
+                v1(RESIZED, "False", "ScalingUp"),
+                v1(MACHINES_CREATED, "True", ""),
+                v1(MACHINES_BOOTSTRAPPED, "True", ""),
+                v1("ControlPlaneComponentsHealthy", "True", ""),
+                v1(AVAILABLE, "True", ""),
+            ],
+            ..Default::default()
+        };
+        let cp1 = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0")]);
+        let st = compute(
+            &cp1,
+            &plan(&cp1, None, Some(true)),
+            &prev,
+            &Extra::default(),
+            Some(3),
+            &now(),
+        );
+        for gone in CANONICAL_ONLY {
+            assert!(
+                conditions::find(&st.conditions, gone).is_none(),
+                "{gone} left in {:?}",
+                st.conditions
+            );
+        }
+        let v1beta1 = &st.deprecated.unwrap().v1beta1.unwrap().conditions;
+        let mut types: Vec<&str> = v1beta1.iter().map(|c| c.type_.as_str()).collect();
+        types.sort_unstable();
+        let n = types.len();
+        types.dedup();
+        assert_eq!(types.len(), n, "each type once: {v1beta1:?}");
+        let resized = v1beta1.iter().find(|c| c.type_ == RESIZED).unwrap();
+        assert_eq!(resized.status, "True", "the scale-up Canonical reported is over");
+        // Unchanged ones keep Canonical's transition time.
+        let created = v1beta1.iter().find(|c| c.type_ == MACHINES_CREATED).unwrap();
+        assert_eq!(
+            created.last_transition_time,
+            Some(Time(Timestamp::from_second(50_000).unwrap()))
         );
     }
 
