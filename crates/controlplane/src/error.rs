@@ -56,6 +56,20 @@ impl Error {
         }
     }
 
+    /// The workload cluster's answer when it refused a request for good — admission (Pod
+    /// Security, a policy engine, a webhook) or an invalid object: 400, 403 or 422. Retrying at
+    /// once cannot help, so node actions count it as a failed attempt instead of failing the
+    /// reconcile.
+    pub fn refused_by_workload(&self) -> Option<&str> {
+        match self {
+            Error::Workload { source, .. } => match source.as_ref() {
+                kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Some(&s.message),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Wraps a workload cluster error.
     pub fn workload(cluster: &str, e: kube::Error) -> Self {
         Error::Workload {

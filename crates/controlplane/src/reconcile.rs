@@ -737,7 +737,6 @@ impl<'a> Rec<'a> {
                         Some(Duration::from_secs(30)),
                     ));
                 };
-                w.ensure_action_prerequisites(Some(&token)).await?;
                 let state = RemovalState {
                     pod: names::action_pod_name(names::ACTION_DQLITE_REMOVE),
                     node: rp.survivor_node.clone(),
@@ -752,7 +751,13 @@ impl<'a> Rec<'a> {
                     machines::annotation_patch(names::ANNOTATION_MEMBER_REMOVAL, Some(serde_json::to_string(&state)?)),
                 )
                 .await?;
-                self.create_removal_pod(w, m, &state).await?;
+                let created = async {
+                    w.ensure_action_prerequisites(Some(&token)).await?;
+                    self.create_removal_pod(w, m, &state).await
+                };
+                if let Err(e) = created.await {
+                    return self.removal_refused(e, m, state, w).await;
+                }
                 self.ctx
                     .events
                     .normal(
@@ -775,8 +780,13 @@ impl<'a> Rec<'a> {
             HookNext::CreatePod => {
                 if let (Some(w), Some(st)) = (w, &m.removal) {
                     let token = self.auth_token(cluster).await?;
-                    w.ensure_action_prerequisites(token.as_deref()).await?;
-                    self.create_removal_pod(w, m, st).await?;
+                    let created = async {
+                        w.ensure_action_prerequisites(token.as_deref()).await?;
+                        self.create_removal_pod(w, m, st).await
+                    };
+                    if let Err(e) = created.await {
+                        return self.removal_refused(e, m, st.clone(), w).await;
+                    }
                 }
                 Ok((Some(format!("removing machine {}'s dqlite member", m.name)), None))
             }
@@ -806,41 +816,74 @@ impl<'a> Rec<'a> {
                 ))
             }
             HookNext::Failed { message } => {
-                let Some(mut st) = m.removal.clone() else {
+                let Some(st) = m.removal.clone() else {
                     return Ok((None, None));
                 };
-                // The next attempt gets a pod of its own: the failed one, deleted below, is
-                // never looked at again (a cache still showing it would count it twice).
-                let pod = std::mem::replace(&mut st.pod, names::action_pod_name(names::ACTION_DQLITE_REMOVE));
-                st.failures += 1;
-                st.message = Some(message.clone());
-                st.since = self.now;
-                // Recorded first: a pod being deleted no longer shows that it failed.
-                self.patch_machine(
-                    &m.name,
-                    machines::annotation_patch(names::ANNOTATION_MEMBER_REMOVAL, Some(serde_json::to_string(&st)?)),
-                )
-                .await?;
-                if let Some(w) = w {
-                    w.delete_pod(&pod).await?;
-                }
-                self.ctx.metrics.action(names::ACTION_DQLITE_REMOVE, "failed");
-                self.ctx
-                    .events
-                    .warning(
-                        self.mcp,
-                        "MemberRemovalFailed",
-                        format!(
-                            "{message} (attempt {}); retrying. To give up, remove annotation {} from machine {} (the member stays in dqlite)",
-                            st.failures,
-                            names::ANNOTATION_PRE_TERMINATE_HOOK,
-                            m.name
-                        ),
-                    )
-                    .await;
-                Ok((Some(message), Some(Duration::from_secs(15))))
+                self.removal_failed(m, st, message, w).await
             }
         }
+    }
+
+    /// Records a failed removal attempt (`st` is its state) and deletes its pod; the next
+    /// attempt, after a pause, gets a pod of its own.
+    async fn removal_failed(
+        &self,
+        m: &MachineView,
+        mut st: RemovalState,
+        message: String,
+        w: Option<&Workload>,
+    ) -> Result<(Option<String>, Option<Duration>)> {
+        // The failed pod, deleted below, is never looked at again (a cache still showing it
+        // would count it twice).
+        let pod = std::mem::replace(&mut st.pod, names::action_pod_name(names::ACTION_DQLITE_REMOVE));
+        st.failures += 1;
+        st.message = Some(message.clone());
+        st.since = self.now;
+        // Recorded first: a pod being deleted no longer shows that it failed.
+        self.patch_machine(
+            &m.name,
+            machines::annotation_patch(names::ANNOTATION_MEMBER_REMOVAL, Some(serde_json::to_string(&st)?)),
+        )
+        .await?;
+        if let Some(w) = w {
+            w.delete_pod(&pod).await?;
+        }
+        self.ctx.metrics.action(names::ACTION_DQLITE_REMOVE, "failed");
+        self.ctx
+            .events
+            .warning(
+                self.mcp,
+                "MemberRemovalFailed",
+                format!(
+                    "{message} (attempt {}); retrying. To give up, remove annotation {} from machine {} (the member stays in dqlite)",
+                    st.failures,
+                    names::ANNOTATION_PRE_TERMINATE_HOOK,
+                    m.name
+                ),
+            )
+            .await;
+        Ok((Some(message), Some(Duration::from_secs(15))))
+    }
+
+    /// A removal pod (or what it needs) the workload cluster refused for good counts as a
+    /// failed attempt, explained, and retried after a pause; any other error fails the
+    /// reconcile (retried with backoff).
+    async fn removal_refused(
+        &self,
+        e: Error,
+        m: &MachineView,
+        st: RemovalState,
+        w: &Workload,
+    ) -> Result<(Option<String>, Option<Duration>)> {
+        let Some(why) = e.refused_by_workload() else {
+            return Err(e);
+        };
+        let message = format!(
+            "the workload cluster refused the pod removing dqlite member {} (namespace {}): {why}",
+            st.endpoint,
+            names::ACTION_NAMESPACE
+        );
+        self.removal_failed(m, st, message, Some(w)).await
     }
 
     async fn create_removal_pod(&self, w: &Workload, m: &MachineView, st: &RemovalState) -> Result<()> {
@@ -908,8 +951,10 @@ impl<'a> Rec<'a> {
                 Ok((Some(msg), d.map(|d| d.min(Duration::from_secs(60)))))
             }
             InPlaceNext::CreatePod => {
-                if let Some(w) = w {
-                    self.start_snap_refresh(w, &m.name, &st).await?;
+                if let Some(w) = w
+                    && let Err(e) = self.start_snap_refresh(w, &m.name, &st).await
+                {
+                    return self.snap_refresh_refused(e, m, &st).await;
                 }
                 Ok((Some(refreshing_note(&m.name, &st)), None))
             }
@@ -957,43 +1002,77 @@ impl<'a> Rec<'a> {
                 ))
             }
             InPlaceNext::Failed { message, give_up } => {
-                let mut next = st.clone();
-                next.failures += 1;
-                next.message = Some(message.clone());
-                next.since = self.now;
-                if give_up {
-                    next.phase = InPlacePhase::Failed;
-                } else {
-                    next.phase = InPlacePhase::Refreshing;
-                    next.pod = names::action_pod_name(names::ACTION_SNAP_REFRESH);
-                }
                 // Recorded first: a pod being deleted no longer shows that it failed.
-                self.patch_machine(
-                    &m.name,
-                    machines::annotation_patch(names::ANNOTATION_IN_PLACE, Some(serde_json::to_string(&next)?)),
-                )
-                .await?;
+                let out = self.in_place_failed(m, &st, message, give_up).await?;
                 discard(st.pod.clone()).await?;
-                self.ctx.metrics.action(names::ACTION_SNAP_REFRESH, "failed");
-                let what = if give_up { "giving up" } else { "retrying" };
-                self.ctx
-                    .events
-                    .warning(
-                        self.mcp,
-                        if give_up {
-                            "InPlaceUpgradeFailed"
-                        } else {
-                            "InPlaceUpgradeRetrying"
-                        },
-                        format!("machine {}: {message} (attempt {}); {what}", m.name, next.failures),
-                    )
-                    .await;
-                Ok((
-                    Some(format!("machine {}: {message}", m.name)),
-                    Some(Duration::from_secs(5)),
-                ))
+                Ok(out)
             }
         }
+    }
+
+    /// Records a failed in-place attempt on the Machine: the next attempt (a new pod), or the
+    /// end of the upgrade when `give_up`.
+    async fn in_place_failed(
+        &self,
+        m: &MachineView,
+        st: &InPlaceState,
+        message: String,
+        give_up: bool,
+    ) -> Result<(Option<String>, Option<Duration>)> {
+        let mut next = st.clone();
+        next.failures += 1;
+        next.message = Some(message.clone());
+        next.since = self.now;
+        if give_up {
+            next.phase = InPlacePhase::Failed;
+        } else {
+            next.phase = InPlacePhase::Refreshing;
+            next.pod = names::action_pod_name(names::ACTION_SNAP_REFRESH);
+        }
+        self.patch_machine(
+            &m.name,
+            machines::annotation_patch(names::ANNOTATION_IN_PLACE, Some(serde_json::to_string(&next)?)),
+        )
+        .await?;
+        self.ctx.metrics.action(names::ACTION_SNAP_REFRESH, "failed");
+        let what = if give_up { "giving up" } else { "retrying" };
+        self.ctx
+            .events
+            .warning(
+                self.mcp,
+                if give_up {
+                    "InPlaceUpgradeFailed"
+                } else {
+                    "InPlaceUpgradeRetrying"
+                },
+                format!("machine {}: {message} (attempt {}); {what}", m.name, next.failures),
+            )
+            .await;
+        Ok((
+            Some(format!("machine {}: {message}", m.name)),
+            Some(Duration::from_secs(5)),
+        ))
+    }
+
+    /// A snap refresh pod (or what it needs) the workload cluster refused for good counts as
+    /// a failed attempt (the upgrade ends after the last one); any other error fails the
+    /// reconcile (retried with backoff).
+    async fn snap_refresh_refused(
+        &self,
+        e: Error,
+        m: &MachineView,
+        st: &InPlaceState,
+    ) -> Result<(Option<String>, Option<Duration>)> {
+        let Some(why) = e.refused_by_workload() else {
+            return Err(e);
+        };
+        let message = format!(
+            "the workload cluster refused the snap refresh pod for node {} (namespace {}): {why}",
+            st.node,
+            names::ACTION_NAMESPACE
+        );
+        let give_up = st.failures + 1 >= self.limits().attempts;
+        self.in_place_failed(m, st, message, give_up).await
     }
 
     async fn start_in_place(
@@ -1044,7 +1123,11 @@ impl<'a> Rec<'a> {
             machines::annotation_patch(names::ANNOTATION_IN_PLACE, Some(serde_json::to_string(&st)?)),
         )
         .await?;
-        self.start_snap_refresh(w, &m.name, &st).await?;
+        if let Err(e) = self.start_snap_refresh(w, &m.name, &st).await {
+            let (note, _) = self.snap_refresh_refused(e, m, &st).await?;
+            extra.in_flight.extend(note);
+            return Ok(());
+        }
         self.ctx
             .events
             .normal(

@@ -1089,6 +1089,113 @@ async fn a_removal_stranded_on_a_node_that_went_down_retries_elsewhere() {
     ctl.stop().await;
 }
 
+/// A removal pod the workload cluster refuses (here an admission policy; in real clusters
+/// also Pod Security or a policy engine's webhook) is a failed attempt, explained on the Machine and in a
+/// Warning Event, and retried after a pause — not a reconcile error repeated in silence. Once
+/// the workload cluster admits the pod, the removal goes through.
+#[tokio::test]
+async fn a_removal_pod_the_workload_cluster_refuses_is_explained_and_retried() {
+    let Some(plane) = plane().await else { return };
+    let (env, fake, ctl) = settled_control_plane(plane, "refused", 3).await;
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.wclient.clone());
+    if nss.get_opt("microk8s-capi-system").await.unwrap().is_none() {
+        let ns = serde_json::from_value(json!({"metadata": {"name": "microk8s-capi-system"}})).unwrap();
+        nss.create(&PostParams::default(), &ns).await.unwrap();
+    }
+    // A ValidatingAdmissionPolicy denying every pod in the node action namespace.
+    let gvk = |kind: &str| {
+        kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            kind,
+        ))
+    };
+    let policies: Api<kube::api::DynamicObject> = Api::all_with(env.wclient.clone(), &gvk("ValidatingAdmissionPolicy"));
+    let bindings: Api<kube::api::DynamicObject> =
+        Api::all_with(env.wclient.clone(), &gvk("ValidatingAdmissionPolicyBinding"));
+    let policy = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "no-action-pods"},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {
+                     "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "microk8s-capi-system"}}},
+                 "validations": [{"expression": "false", "message": "pods are not allowed in this namespace by site policy"}]}}))
+    .unwrap();
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    let binding = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "no-action-pods"},
+        "spec": {"policyName": "no-action-pods", "validationActions": ["Deny"]}}))
+    .unwrap();
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.wclient.clone(), "microk8s-capi-system");
+    let probe: Pod = serde_json::from_value(json!({"metadata": {"name": "probe"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+    .unwrap();
+    env.wait("the policy in force", || async {
+        match pods.create(&PostParams::default(), &probe).await {
+            Ok(_) => {
+                pods.delete("probe", &DeleteParams::default()).await.unwrap();
+                false
+            }
+            Err(_) => true,
+        }
+    })
+    .await;
+
+    let victim = env.cp_machines().await[0].name_any();
+    env.api(&machine_ar())
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let removal = "microk8s.controlplane.cluster.x-k8s.io/member-removal";
+    let state = wait_for_value(
+        || async {
+            let m = env.api(&machine_ar()).get_opt(&victim).await.unwrap()?;
+            let st: Value = serde_json::from_str(annotation(&m, removal)?).ok()?;
+            (st["failures"].as_u64() >= Some(1)).then_some(st)
+        },
+        "the refused attempt recorded on the machine",
+    )
+    .await;
+    let message = state["message"].as_str().unwrap();
+    assert!(message.contains("refused"), "{message}");
+    assert!(
+        message.contains("site policy"),
+        "the workload cluster's reason: {message}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
+    env.wait("a Warning Event explaining the refusal", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("MemberRemovalFailed")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains("refused"))
+            })
+    })
+    .await;
+    assert!(fake.log(|l| l.actions.is_empty()), "no pod ran");
+
+    // The workload cluster admits the pod again: the retry removes the member.
+    bindings
+        .delete("no-action-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("the victim deleted through its hook", || async {
+        fake.log(|l| l.deleted_with_hook.contains(&victim))
+    })
+    .await;
+    let removals: Vec<_> = fake.log(|l| l.actions.iter().filter(|a| a.0 == "dqlite-remove").cloned().collect());
+    assert_eq!(removals.len(), 1, "{removals:?}");
+    ctl.stop().await;
+}
+
 /// The source copy of a moved control plane (paused, annotated by clusterctl and deleted) is
 /// let go at once: its Machines and the cluster's Secrets stay for the target's copy.
 #[tokio::test]
