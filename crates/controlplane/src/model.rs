@@ -44,6 +44,12 @@ pub struct NodeView {
     pub provider_id: Option<String>,
     /// `Ready` condition is true.
     pub ready: bool,
+    /// Its kubelet reports: the `Ready` condition is `True` or `False`, not `Unknown` (the node
+    /// controller's verdict on a node that stopped reporting) nor missing. On MicroK8s the
+    /// kubelet runs in one process with the API server that writes through the node's dqlite
+    /// member, so a reporting node is taken as a live member (a node that has just joined is
+    /// `False` until its CNI is up).
+    pub reporting: bool,
     /// `status.nodeInfo.kubeletVersion`.
     pub kubelet_version: Option<String>,
     /// Carries the init node's marker: joins are accepted.
@@ -390,6 +396,7 @@ pub(crate) mod fixtures {
             ips: m.ips.clone(),
             provider_id: m.provider_id.clone(),
             ready: true,
+            reporting: true,
             kubelet_version: Some(kubelet.to_string()),
             accepts_joins: false,
             microk8s_control_plane: true,

@@ -247,6 +247,13 @@ pub fn compute(
     };
     let members: Vec<&MachineView> = cp.active().filter(|m| cp.node_of(m).is_some()).collect();
     let ready_nodes = members.iter().filter(|m| cp.node_ready(m)).count();
+    // Quorum over the members that are up: a node that has just joined reports NotReady until
+    // its CNI runs, but its dqlite member votes (counting it as down made `Available` flap on
+    // every join).
+    let up = members
+        .iter()
+        .filter(|m| cp.node_of(m).is_some_and(|n| n.ready || n.reporting))
+        .count();
     let available = if !initialized {
         Condition::false_(
             AVAILABLE,
@@ -255,12 +262,12 @@ pub fn compute(
         )
     } else if !reach.is_true() {
         Condition::false_(AVAILABLE, "WorkloadClusterUnreachable", reach.message.clone())
-    } else if ready_nodes == 0 || ready_nodes * 2 <= members.len() {
+    } else if ready_nodes == 0 || up * 2 <= members.len() {
         Condition::false_(
             AVAILABLE,
             "NoQuorum",
             format!(
-                "{ready_nodes} of {} control plane nodes are Ready: dqlite needs a majority",
+                "{ready_nodes} of {} control plane nodes are Ready and {up} report at all: dqlite needs a majority up and one node Ready",
                 members.len()
             ),
         )
@@ -804,6 +811,49 @@ mod tests {
             created.last_transition_time,
             Some(Time(Timestamp::from_second(50_000).unwrap()))
         );
+    }
+
+    /// A second node that has just joined is NotReady until its CNI runs, but its kubelet
+    /// reports and its dqlite member votes: the control plane stays Available. Nodes whose
+    /// kubelet stopped reporting (`Unknown`) are down.
+    #[test]
+    fn a_joining_node_does_not_make_available_flap() {
+        let mut cp2 = cp(
+            2,
+            "v1.33.0",
+            vec![healthy("a", 1, "v1.33.0"), healthy("b", 2, "v1.33.0")],
+        );
+        cp2.nodes[1].ready = false;
+        let st = status_of(&cp2);
+        assert_eq!(cond(&st, AVAILABLE).status, "True", "{:?}", cond(&st, AVAILABLE));
+        // The joiner stops reporting: one of two members up is no majority.
+        cp2.nodes[1].reporting = false;
+        let st = status_of(&cp2);
+        let a = cond(&st, AVAILABLE);
+        assert_eq!((a.status.as_str(), a.reason.as_str()), ("False", "NoQuorum"));
+        assert!(
+            a.message.contains("1 of 2") && a.message.contains("1 report"),
+            "{}",
+            a.message
+        );
+        // Reporting but none Ready: not Available (nothing can run the cluster's pods).
+        let mut cp1 = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0")]);
+        cp1.nodes[0].ready = false;
+        assert_eq!(cond(&status_of(&cp1), AVAILABLE).status, "False");
+        // Three members, one down and one joining: two of three up.
+        let mut cp3 = cp(
+            3,
+            "v1.33.0",
+            vec![
+                healthy("a", 1, "v1.33.0"),
+                healthy("b", 2, "v1.33.0"),
+                healthy("c", 3, "v1.33.0"),
+            ],
+        );
+        cp3.nodes[1].ready = false;
+        cp3.nodes[2].ready = false;
+        cp3.nodes[2].reporting = false;
+        assert_eq!(cond(&status_of(&cp3), AVAILABLE).status, "True");
     }
 
     #[test]

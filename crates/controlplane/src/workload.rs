@@ -233,6 +233,17 @@ fn post_params() -> PostParams {
     }
 }
 
+/// The status of a Node's `Ready` condition.
+fn ready_status(n: &Node) -> Option<&str> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
 /// Reduces a Node to what decisions use.
 pub fn node_view(n: &Node) -> NodeView {
     let labels = n.labels();
@@ -248,9 +259,8 @@ pub fn node_view(n: &Node) -> NodeView {
             .as_ref()
             .and_then(|s| s.provider_id.clone())
             .filter(|p| !p.is_empty()),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        ready: ready_status(n) == Some("True"),
+        reporting: matches!(ready_status(n), Some("True" | "False")),
         kubelet_version: status
             .and_then(|s| s.node_info.as_ref())
             .map(|i| i.kubelet_version.clone())
