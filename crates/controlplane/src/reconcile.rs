@@ -928,10 +928,14 @@ impl<'a> Rec<'a> {
         };
         let running = cp.running_track(m);
         let kubelet = cp.kubelet_version(m);
+        let node = upgrade::NodeNow {
+            running,
+            kubelet_version: kubelet.as_deref(),
+            ready: cp.node_ready(m),
+        };
         let next = upgrade::in_place_next(
             &st,
-            running,
-            kubelet.as_deref(),
+            node,
             phase,
             (cp.desired.track(), &cp.desired.version_string),
             self.now,

@@ -300,19 +300,36 @@ fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
+/// What the node of an upgrading Machine shows now.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeNow<'a> {
+    /// The track its kubelet reports.
+    pub running: Option<Track>,
+    /// Its kubelet's version.
+    pub kubelet_version: Option<&'a str>,
+    /// It is Ready.
+    pub ready: bool,
+}
+
 /// Decides the next move of a Machine's in-place upgrade.
 ///
-/// `running` is the track the node's kubelet reports; `final_version` the Machine version to
-/// set when the target is the spec's track (else the kubelet's own version is used).
+/// The Machine version set at the end is the spec's (`spec.1`) when the target is the spec's
+/// track, else the kubelet's own. A timeout on a node that is not Ready ends the upgrade at
+/// once: another pod bound to it would only wait out its own timeout, holding remediation and
+/// every other step of the control plane meanwhile.
 pub fn in_place_next(
     st: &InPlaceState,
-    running: Option<Track>,
-    kubelet_version: Option<&str>,
+    node: NodeNow<'_>,
     pod: PodPhase,
     spec: (Track, &str),
     now: Timestamp,
     limits: ActionLimits,
 ) -> InPlaceNext {
+    let NodeNow {
+        running,
+        kubelet_version,
+        ready: node_ready,
+    } = node;
     let Some(target) = st.target() else {
         return InPlaceNext::Failed {
             message: format!("unreadable target track {:?}", st.track),
@@ -333,6 +350,16 @@ pub fn in_place_next(
         give_up: st.failures + 1 >= limits.attempts,
         message,
     };
+    let timed_out = |message: String| {
+        if node_ready {
+            fail(message)
+        } else {
+            InPlaceNext::Failed {
+                give_up: true,
+                message: format!("{message}; node {} is not Ready, so no retry", st.node),
+            }
+        }
+    };
     let age = elapsed(st.since, now);
     match st.phase {
         InPlacePhase::Failed => InPlaceNext::Wait(
@@ -350,7 +377,7 @@ pub fn in_place_next(
                 "the snap refresh to {} on node {} failed (see the pod's log)",
                 st.channel, st.node
             )),
-            PodPhase::Running if age >= limits.pod_timeout => fail(format!(
+            PodPhase::Running if age >= limits.pod_timeout => timed_out(format!(
                 "the snap refresh to {} on node {} did not finish within {}s",
                 st.channel,
                 st.node,
@@ -361,7 +388,7 @@ pub fn in_place_next(
                 format!("refreshing the snap of node {} to {}", st.node, st.channel),
             ),
         },
-        InPlacePhase::WaitingForKubelet if age >= limits.kubelet_timeout => fail(format!(
+        InPlacePhase::WaitingForKubelet if age >= limits.kubelet_timeout => timed_out(format!(
             "node {} did not report Kubernetes {} within {}s of the snap refresh",
             st.node,
             st.track,
@@ -526,7 +553,12 @@ mod tests {
         let now = Timestamp::from_second(1000).unwrap();
         let spec = (t("1.35"), "v1.35.1");
         let next = |st: &InPlaceState, running: &str, pod| {
-            in_place_next(st, Some(t(running)), Some("v1.34.7"), pod, spec, now, limits)
+            let node = NodeNow {
+                running: Some(t(running)),
+                kubelet_version: Some("v1.34.7"),
+                ready: true,
+            };
+            in_place_next(st, node, pod, spec, now, limits)
         };
         let s = state(InPlacePhase::Refreshing, 990, 0);
         assert_eq!(next(&s, "1.33", PodPhase::Missing), InPlaceNext::CreatePod);
@@ -566,8 +598,11 @@ mod tests {
         assert_eq!(
             in_place_next(
                 &f,
-                Some(t("1.35")),
-                Some("v1.35.0"),
+                NodeNow {
+                    running: Some(t("1.35")),
+                    kubelet_version: Some("v1.35.0"),
+                    ready: true
+                },
                 PodPhase::Missing,
                 spec,
                 now,
@@ -580,5 +615,30 @@ mod tests {
         );
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<InPlaceState>(&json).unwrap(), s);
+
+        // Timeouts on a node that is not Ready end the upgrade at the first attempt; a failed
+        // pod (the refresh restarts the node's services) is still retried.
+        let node = NodeNow {
+            running: Some(t("1.33")),
+            kubelet_version: None,
+            ready: false,
+        };
+        let down = |st: &InPlaceState, pod| in_place_next(st, node, pod, spec, now, limits);
+        let w = state(InPlacePhase::WaitingForKubelet, 900, 0);
+        assert!(matches!(
+            down(&w, PodPhase::Missing),
+            InPlaceNext::Failed { give_up: true, message } if message.contains("node n is not Ready")
+        ));
+        let r = state(InPlacePhase::Refreshing, 800, 0);
+        assert!(matches!(
+            down(&r, PodPhase::Running),
+            InPlaceNext::Failed { give_up: true, .. }
+        ));
+        let r = state(InPlacePhase::Refreshing, 990, 0);
+        assert!(matches!(
+            down(&r, PodPhase::Failed),
+            InPlaceNext::Failed { give_up: false, .. }
+        ));
+        assert!(matches!(down(&r, PodPhase::Running), InPlaceNext::Wait(Some(_), _)));
     }
 }
