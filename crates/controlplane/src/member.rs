@@ -94,10 +94,22 @@ pub fn survivor<'a>(cp: &'a ControlPlane, victim: &str) -> Option<(&'a MachineVi
         })
 }
 
+/// The address a machine's member is known by: the Machine's first, else its Node's.
+fn address<'a>(cp: &'a ControlPlane, m: &'a MachineView) -> Option<&'a str> {
+    m.ips.first().or_else(|| cp.node_of(m)?.ips.first()).map(String::as_str)
+}
+
 /// Whether the victim may be a dqlite member: it has an address and either CAPI matched
 /// its Node or a Node with its address exists.
 fn may_be_member(cp: &ControlPlane, m: &MachineView) -> bool {
-    !m.ips.is_empty() && (m.node_ref.is_some() || cp.node_of(m).is_some())
+    address(cp, m).is_some() && (m.node_ref.is_some() || cp.node_of(m).is_some())
+}
+
+/// A machine with an address but no Node. `microk8s join` adds the dqlite member before the
+/// kubelet registers the Node (which a broken kubelet never does), so it may hold a member —
+/// releasing it unremoved could leave dqlite a dead voter — or may never have joined.
+fn maybe_joined_without_node(cp: &ControlPlane, m: &MachineView) -> bool {
+    !m.ips.is_empty() && m.node_ref.is_none() && cp.node_of(m).is_none()
 }
 
 /// Decides the next move of a deleting Machine's member removal.
@@ -112,6 +124,8 @@ pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: Acti
                     st.endpoint, st.node
                 ),
             },
+            // A possible member without a Node gets one attempt (below).
+            PodPhase::Missing if st.message.is_some() && maybe_joined_without_node(cp, m) => plan_removal(cp, m),
             PodPhase::Missing if st.message.is_some() => {
                 // A failed attempt: retry with a new pod after a pause growing with failures.
                 let pause = Duration::from_secs(15 * u64::from(st.failures.clamp(1, 12)));
@@ -151,6 +165,9 @@ pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: Acti
 }
 
 fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
+    if maybe_joined_without_node(cp, m) {
+        return plan_uncertain_removal(cp, m);
+    }
     if !may_be_member(cp, m) {
         return HookNext::Release(format!(
             "machine {} never joined the cluster (no node, or no address): no dqlite member to remove",
@@ -161,24 +178,51 @@ fn plan_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
         return HookNext::Wait(None, why);
     }
     let others = cp.machines.iter().any(|o| o.name != m.name && !o.deleting);
-    match survivor(cp, &m.name) {
-        Some((s, node)) => {
-            let (_, victim_dqlite) = ports(m);
-            let (survivor_agent, _) = ports(s);
-            HookNext::Start(RemovalPlan {
-                endpoint: host_port(&m.ips[0], victim_dqlite),
-                survivor_node: node,
-                agent: host_port(&s.ips[0], survivor_agent),
-            })
-        }
-        None if !others => last_machine(m),
-        None => HookNext::Wait(
+    match (survivor(cp, &m.name), address(cp, m)) {
+        (Some((s, node)), Some(ip)) => HookNext::Start(removal_plan(m, ip, s, node)),
+        (_, None) => HookNext::Release(format!("machine {} has no address: no dqlite member to remove", m.name)),
+        (None, _) if !others => last_machine(m),
+        (None, _) => HookNext::Wait(
             None,
             format!(
                 "waiting for a Ready control plane node to remove machine {}'s dqlite member from",
                 m.name
             ),
         ),
+    }
+}
+
+fn removal_plan(m: &MachineView, victim_ip: &str, s: &MachineView, survivor_node: String) -> RemovalPlan {
+    let (_, victim_dqlite) = ports(m);
+    let (survivor_agent, _) = ports(s);
+    RemovalPlan {
+        endpoint: host_port(victim_ip, victim_dqlite),
+        survivor_node,
+        agent: host_port(&s.ips[0], survivor_agent),
+    }
+}
+
+/// One attempt at removing the member a machine without a Node may hold. The cluster agent
+/// answers a failure alike whether the address is no member or the removal failed, so a
+/// failed attempt releases the machine (it most likely never joined) rather than hold its
+/// deletion forever; the message says how to remove a member by hand. Removing a member that
+/// is not Ready never costs the majority, so no quorum check holds it.
+fn plan_uncertain_removal(cp: &ControlPlane, m: &MachineView) -> HookNext {
+    let ip = &m.ips[0];
+    if let Some(st) = m.removal.as_ref().filter(|s| s.failures > 0) {
+        return HookNext::Release(format!(
+            "machine {} has no Node and removing the dqlite member it may hold ({}) failed: {}. It most likely never joined; if it did, run `microk8s remove-node {ip} --force` on a control plane node",
+            m.name,
+            st.endpoint,
+            st.message.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    match survivor(cp, &m.name) {
+        Some((s, node)) => HookNext::Start(removal_plan(m, ip, s, node)),
+        None => HookNext::Release(format!(
+            "machine {} has no Node and no Ready control plane node can remove a dqlite member it may hold: released",
+            m.name
+        )),
     }
 }
 
@@ -310,6 +354,63 @@ mod tests {
             hook_next(&cp, &never, PodPhase::Missing, limits()),
             HookNext::Release(_)
         ));
+    }
+
+    /// A machine with an address but no Node may have joined dqlite (join adds the member
+    /// before the kubelet registers): one removal attempt, then released; a machine whose
+    /// Machine lacks addresses is removed by its Node's.
+    #[test]
+    fn a_machine_without_a_node_gets_one_removal_attempt() {
+        let mut victim = healthy("c", 3, "v1.33.0");
+        victim.deleting = true;
+        victim.waiting_for_hook = true;
+        victim.node_ref = None;
+        victim.provider_id = None;
+        let mut cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
+        cp.nodes.retain(|n| n.name != "c");
+        let HookNext::Start(p) = hook_next(&cp, &victim, PodPhase::Missing, limits()) else {
+            panic!(
+                "one attempt: {:?}",
+                hook_next(&cp, &victim, PodPhase::Missing, limits())
+            )
+        };
+        assert_eq!(p.endpoint, "10.0.0.3:2379");
+        // The attempt failed: released at once, with the way to do it by hand.
+        victim.removal = Some(RemovalState {
+            pod: "p2".into(),
+            node: "a".into(),
+            endpoint: p.endpoint.clone(),
+            agent: p.agent.clone(),
+            since: Timestamp::from_second(100_000 - 1).unwrap(),
+            failures: 1,
+            message: Some("HTTP 500".into()),
+        });
+        let HookNext::Release(why) = hook_next(&cp, &victim, PodPhase::Missing, limits()) else {
+            panic!("released after the failed attempt")
+        };
+        assert!(
+            why.contains("HTTP 500") && why.contains("microk8s remove-node 10.0.0.3 --force"),
+            "{why}"
+        );
+        // No Ready survivor: released as before.
+        victim.removal = None;
+        cp.nodes[0].ready = false;
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Missing, limits()),
+            HookNext::Release(_)
+        ));
+        // A Node but no addresses on the Machine: the Node's address names the member.
+        cp.nodes[0].ready = true;
+        let mut bare = healthy("d", 4, "v1.33.0");
+        bare.deleting = true;
+        bare.waiting_for_hook = true;
+        let mut cp2 = crate::model::fixtures::cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), bare.clone()]);
+        bare.ips.clear();
+        cp2.machines[1].ips.clear();
+        let HookNext::Start(p) = hook_next(&cp2, &bare, PodPhase::Missing, limits()) else {
+            panic!("removed through the Node's address")
+        };
+        assert_eq!(p.endpoint, "10.0.0.4:2379");
     }
 
     #[test]

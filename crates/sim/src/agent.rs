@@ -13,7 +13,8 @@
 //! * `POST /cluster/api/v2.0/dqlite/remove`, header `capi-auth-token`, JSON
 //!   `{"remove_endpoint": "<ip>:<port>"}`: the header must equal this node's
 //!   `/capi/etc/token` (else 401); this node must run dqlite (else 500); the endpoint must be
-//!   a member (else 404). 200 and the member is gone.
+//!   a member (else 500, as MicroK8s' agent answers whatever made its dqlite shell fail). 200
+//!   and the member is gone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -140,8 +141,11 @@ async fn remove(State(ctx): State<Ctx>, headers: HeaderMap, body: Option<Json<Re
         Json(json!({"result": "ok"})).into_response()
     } else {
         error(
-            StatusCode::NOT_FOUND,
-            format!("{} is not a member of the cluster", req.remove_endpoint),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "failed to remove {} from dqlite: it is not a member of the cluster",
+                req.remove_endpoint
+            ),
         )
     }
 }

@@ -801,7 +801,7 @@ async fn machines_bootstrap_join_fail_honestly_and_run_node_actions() {
         env.sim.cluster(&env.ns, "mk").unwrap().member_addresses(),
         vec![format!("{init_ip}:2379")]
     );
-    // Not a member any more: 404.
+    // Not a member any more: the agent fails (500), as MicroK8s' does.
     let again = action_pod(
         "remove-again",
         "mk-cp-0",
