@@ -121,8 +121,43 @@ pub fn effective_status(
     }
 }
 
-/// How long an unmet expectation holds decisions back before it is dropped.
+/// How long an unmet expectation holds decisions back before the API server is asked whether
+/// the write still stands ([`StoreWait::Overdue`]).
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether decisions may be taken from the Machine store.
+#[derive(Debug, PartialEq)]
+pub enum StoreWait {
+    /// It shows every write of this control plane.
+    CaughtUp,
+    /// It does not show them all yet: look again shortly.
+    Waiting,
+    /// It has not shown these for [`EXPECTATION_TIMEOUT`]: either someone undid them, or the
+    /// Machine watch is stalled (e.g. backing off after API server restarts) — the API server
+    /// tells which. Deciding on a stalled store would create a second Machine.
+    Overdue(Vec<Expect>),
+}
+
+/// Adds an expectation. A later patch of the same Machine supersedes an earlier one: a store
+/// that shows it shows the earlier write too (or what the later one changed of it), while
+/// waiting for the earlier one's values could wait forever — e.g. a removal state recorded,
+/// then replaced by the failure of its pod in the same reconcile.
+pub fn push_expectation(list: &mut Vec<Expect>, e: Expect) {
+    if let Expect::Patched(name, _) = &e {
+        list.retain(|x| !matches!(x, Expect::Patched(n, _) if n == name));
+    }
+    list.push(e);
+}
+
+/// Whether the API server's copy of a Machine (`None`: absent) shows what `e` expects of it.
+pub fn shows(e: &Expect, live: Option<&serde_json::Value>) -> bool {
+    let deleting = |m: &serde_json::Value| !m["metadata"]["deletionTimestamp"].is_null();
+    match e {
+        Expect::Created(_) => live.is_some(),
+        Expect::Gone(_) => live.is_none_or(deleting),
+        Expect::Patched(_, patch) => live.is_some_and(|m| contains(m, patch)),
+    }
+}
 
 /// How long a template seen carrying its Cluster's owner reference is trusted without a look.
 pub const TEMPLATE_OWNER_TTL: Duration = Duration::from_secs(600);
@@ -197,17 +232,19 @@ impl Context {
                 expects: vec![],
                 since: Instant::now(),
             });
-            p.expects.push(e);
+            push_expectation(&mut p.expects, e);
             p.since = Instant::now();
         }
     }
 
-    /// `true` while the Machine store has not caught up with this control plane's writes.
-    pub fn waiting_for_store(&self, key: &str, namespace: &str) -> bool {
+    /// Whether the Machine store has caught up with this control plane's writes.
+    pub fn store_wait(&self, key: &str, namespace: &str) -> StoreWait {
         let Ok(mut m) = self.expectations.lock() else {
-            return false;
+            return StoreWait::CaughtUp;
         };
-        let Some(p) = m.get_mut(key) else { return false };
+        let Some(p) = m.get_mut(key) else {
+            return StoreWait::CaughtUp;
+        };
         let get = |name: &str| self.machine(namespace, name);
         p.expects.retain(|e| match e {
             Expect::Created(n) => get(n).is_none(),
@@ -218,14 +255,21 @@ impl Context {
         });
         if p.expects.is_empty() {
             m.remove(key);
-            return false;
+            return StoreWait::CaughtUp;
         }
         if p.since.elapsed() > EXPECTATION_TIMEOUT {
-            warn!(control_plane = key, expectations = ?p.expects, "the Machine store did not show our writes; deciding anyway");
-            m.remove(key);
-            return false;
+            return m
+                .remove(key)
+                .map_or(StoreWait::CaughtUp, |p| StoreWait::Overdue(p.expects));
         }
-        true
+        StoreWait::Waiting
+    }
+
+    /// Waits again for expectations the API server shows but the store does not yet.
+    pub fn rearm(&self, key: &str, expects: Vec<Expect>) {
+        for e in expects {
+            self.expect(key, e);
+        }
     }
 
     /// Forgets a control plane.
@@ -576,11 +620,44 @@ pub fn error_policy(mcp: Arc<MicroK8sControlPlane>, err: &Error, ctx: Arc<Contex
 
 #[cfg(test)]
 mod tests {
-    use super::{Written, contains, effective_status, record_fresh, still_fresh};
+    use super::{Expect, Written, contains, effective_status, push_expectation, record_fresh, shows, still_fresh};
     use mk8s_api::MicroK8sControlPlaneStatus;
     use serde_json::json;
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_later_patch_of_a_machine_supersedes_the_earlier_one() {
+        let mut list = vec![];
+        push_expectation(&mut list, Expect::Created("m1".into()));
+        push_expectation(&mut list, Expect::Patched("m2".into(), json!({"a": 1})));
+        push_expectation(&mut list, Expect::Patched("m1".into(), json!({"b": 1})));
+        push_expectation(&mut list, Expect::Patched("m2".into(), json!({"a": 2})));
+        assert_eq!(
+            list,
+            [
+                Expect::Created("m1".into()),
+                Expect::Patched("m1".into(), json!({"b": 1})),
+                Expect::Patched("m2".into(), json!({"a": 2})),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_api_servers_copy_tells_a_stalled_store_from_an_undone_write() {
+        let m = json!({"metadata": {"name": "m", "annotations": {"x": "1"}}});
+        let deleting = json!({"metadata": {"name": "m", "deletionTimestamp": "2026-01-01T00:00:00Z"}});
+        assert!(shows(&Expect::Created("m".into()), Some(&m)));
+        assert!(!shows(&Expect::Created("m".into()), None));
+        assert!(shows(&Expect::Gone("m".into()), None));
+        assert!(shows(&Expect::Gone("m".into()), Some(&deleting)));
+        assert!(!shows(&Expect::Gone("m".into()), Some(&m)));
+        let patched =
+            |v: serde_json::Value| Expect::Patched("m".into(), json!({"metadata": {"annotations": {"x": v}}}));
+        assert!(shows(&patched(json!("1")), Some(&m)));
+        assert!(!shows(&patched(json!("2")), Some(&m)), "undone by someone else");
+        assert!(!shows(&patched(json!("1")), None));
+    }
 
     #[test]
     fn a_template_owner_record_expires_and_old_records_are_dropped() {

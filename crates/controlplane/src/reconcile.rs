@@ -16,7 +16,7 @@ use mk8s_api::{MicroK8sControlPlane, MicroK8sControlPlaneStatus};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::controller::{Context, Expect};
+use crate::controller::{Context, Expect, StoreWait};
 use crate::error::{Error, Result, is_not_found};
 use crate::infra;
 use crate::kubeconfig;
@@ -123,6 +123,20 @@ impl<'a> Rec<'a> {
         self.status.clone().unwrap_or_default()
     }
 
+    /// The expectations the API server's Machines meet (the store lags behind them).
+    async fn shown_by_the_api_server(&self, expects: Vec<Expect>) -> Result<Vec<Expect>> {
+        let api = self.machines_api();
+        let mut lagging = vec![];
+        for e in expects {
+            let (Expect::Created(name) | Expect::Gone(name) | Expect::Patched(name, _)) = &e;
+            let live = api.get_opt(name).await?.map(serde_json::to_value).transpose()?;
+            if crate::controller::shows(&e, live.as_ref()) {
+                lagging.push(e);
+            }
+        }
+        Ok(lagging)
+    }
+
     fn machines_api(&self) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.ctx.rt.client.clone(),
@@ -178,8 +192,18 @@ impl<'a> Rec<'a> {
     }
 
     async fn run(self) -> Result<Action> {
-        if self.ctx.waiting_for_store(&self.key, &self.ns) {
-            return Ok(Action::requeue(Duration::from_millis(200)));
+        match self.ctx.store_wait(&self.key, &self.ns) {
+            StoreWait::CaughtUp => {}
+            StoreWait::Waiting => return Ok(Action::requeue(Duration::from_millis(200))),
+            StoreWait::Overdue(expects) => {
+                let lagging = self.shown_by_the_api_server(expects).await?;
+                if !lagging.is_empty() {
+                    warn!(control_plane = %self.key, expectations = ?lagging, "the Machine store lags the API server by more than 30 s; waiting for it before deciding");
+                    self.ctx.rearm(&self.key, lagging);
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                debug!(control_plane = %self.key, "writes the Machine store never showed were undone since; deciding on the store");
+            }
         }
         if self.mcp.metadata.deletion_timestamp.is_some() {
             return crate::deletion::reconcile(&self).await;
