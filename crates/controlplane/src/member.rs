@@ -75,6 +75,9 @@ pub enum HookNext {
         /// Why.
         message: String,
     },
+    /// The recorded removal is not one this provider would run now (see
+    /// [`recorded_removal_problem`]): forget it and start over.
+    Restart(String),
 }
 
 /// The dqlite ports of a machine, from its own MicroK8sConfig (absent: remapped, as the
@@ -112,8 +115,45 @@ fn maybe_joined_without_node(cp: &ControlPlane, m: &MachineView) -> bool {
     !m.ips.is_empty() && m.node_ref.is_none() && cp.node_of(m).is_none()
 }
 
+/// Why a removal recorded on the Machine (its annotation, read back) is not one this provider
+/// would run now, if it is not: its member is not the victim's, or its node and cluster agent
+/// are no other control plane machine's. Anyone allowed to patch Machines can edit the
+/// annotation — it must not choose which member is removed or where the agent token goes —
+/// and a survivor can be gone since the attempt began; either way the removal starts over from
+/// what is known now.
+pub fn recorded_removal_problem(cp: &ControlPlane, m: &MachineView, st: &RemovalState) -> Option<String> {
+    let prefix = format!("mk8s-{}-", crate::names::ACTION_DQLITE_REMOVE);
+    if !st.pod.starts_with(&prefix) {
+        return Some(format!("pod name {:?} is not one this provider gives", st.pod));
+    }
+    let expected = address(cp, m).map(|ip| host_port(ip, ports(m).1));
+    if expected.as_deref() != Some(st.endpoint.as_str()) {
+        return Some(format!(
+            "member {} is not machine {}'s ({})",
+            st.endpoint,
+            m.name,
+            expected.as_deref().unwrap_or("no address")
+        ));
+    }
+    let survivor = |s: &MachineView| {
+        s.name != m.name
+            && cp.node_of(s).is_some_and(|n| n.name == st.node)
+            && s.ips.first().is_some_and(|ip| host_port(ip, ports(s).0) == st.agent)
+    };
+    if !cp.machines.iter().any(survivor) {
+        return Some(format!(
+            "node {} with cluster agent {} is no other control plane machine's",
+            st.node, st.agent
+        ));
+    }
+    None
+}
+
 /// Decides the next move of a deleting Machine's member removal.
 pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: ActionLimits) -> HookNext {
+    if let Some(why) = m.removal.as_ref().and_then(|st| recorded_removal_problem(cp, m, st)) {
+        return HookNext::Restart(why);
+    }
     if let Some(st) = &m.removal {
         let age = Duration::from_secs(u64::try_from(cp.now.as_second() - st.since.as_second()).unwrap_or(0));
         return match pod {
@@ -377,7 +417,7 @@ mod tests {
         assert_eq!(p.endpoint, "10.0.0.3:2379");
         // The attempt failed: released at once, with the way to do it by hand.
         victim.removal = Some(RemovalState {
-            pod: "p2".into(),
+            pod: "mk8s-dqlite-remove-p2".into(),
             node: "a".into(),
             endpoint: p.endpoint.clone(),
             agent: p.agent.clone(),
@@ -413,6 +453,50 @@ mod tests {
         assert_eq!(p.endpoint, "10.0.0.4:2379");
     }
 
+    /// A removal state edited on the Machine (or left by a survivor that is gone) never
+    /// chooses the member removed or where the agent token goes: the removal starts over.
+    #[test]
+    fn a_recorded_removal_that_does_not_match_starts_over() {
+        let mut victim = healthy("c", 3, "v1.33.0");
+        victim.deleting = true;
+        victim.waiting_for_hook = true;
+        let cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
+        let good = RemovalState {
+            pod: "mk8s-dqlite-remove-abcde".into(),
+            node: "a".into(),
+            endpoint: "10.0.0.3:2379".into(),
+            agent: "10.0.0.1:30000".into(),
+            since: Timestamp::from_second(100_000 - 10).unwrap(),
+            failures: 0,
+            message: None,
+        };
+        victim.removal = Some(good.clone());
+        assert!(matches!(
+            hook_next(&cp, &victim, PodPhase::Running, limits()),
+            HookNext::Wait(..)
+        ));
+        type Edit = (&'static str, fn(&mut RemovalState));
+        let edits: [Edit; 5] = [
+            ("another member", |s| s.endpoint = "10.0.0.1:2379".into()),
+            ("the agent elsewhere", |s| s.agent = "203.0.113.9:443".into()),
+            ("another machine's agent", |s| s.agent = "10.0.0.3:30000".into()),
+            ("an unknown node", |s| s.node = "x".into()),
+            ("a foreign pod", |s| s.pod = "kube-proxy-abcde".into()),
+        ];
+        for (what, edit) in edits {
+            let mut st = good.clone();
+            edit(&mut st);
+            victim.removal = Some(st);
+            assert!(
+                matches!(
+                    hook_next(&cp, &victim, PodPhase::Missing, limits()),
+                    HookNext::Restart(_)
+                ),
+                "{what}"
+            );
+        }
+    }
+
     #[test]
     fn without_the_workload_cluster_only_the_last_machine_is_released() {
         let mut victim = healthy("c", 3, "v1.33.0");
@@ -435,7 +519,7 @@ mod tests {
         assert_eq!(hook_next_unobserved(&pair, &victim), None);
         // A removal under way is followed through the workload cluster.
         victim.removal = Some(RemovalState {
-            pod: "p".into(),
+            pod: "mk8s-dqlite-remove-p".into(),
             node: "a".into(),
             endpoint: "10.0.0.3:2379".into(),
             agent: "10.0.0.1:30000".into(),
@@ -500,7 +584,7 @@ mod tests {
         victim.waiting_for_hook = true;
         let cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
         victim.removal = Some(RemovalState {
-            pod: "p".into(),
+            pod: "mk8s-dqlite-remove-p".into(),
             node: "a".into(),
             endpoint: "10.0.0.3:2379".into(),
             agent: "10.0.0.1:30000".into(),

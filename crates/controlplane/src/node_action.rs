@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::error::{Error, Result};
+
 use crate::names;
 
 /// The dqlite removal script: `$1` = `<victim ip>:<dqlite port>`, `$2` = `<survivor ip>:<agent
@@ -20,10 +22,13 @@ use crate::names;
 /// fails the attempt in two minutes, not at the node action timeout), and the agent's answer
 /// is in the pod's log either way.
 pub const DQLITE_REMOVE_SCRIPT: &str = r#"set -eu
-out=$(curl -sS -k --connect-timeout 10 --max-time 120 -w '\n%{http_code}' -X POST -H "capi-auth-token: $CAPI_AUTH_TOKEN" -H "Content-Type: application/json" -d "{\"remove_endpoint\":\"$1\"}" "https://$2/cluster/api/v2.0/dqlite/remove")
+# The token reaches curl as a config line on its standard input, never in its arguments
+# (which every local user can read in /proc).
+quoted=$(printf '%s' "$CAPI_AUTH_TOKEN" | sed 's/[\\"]/\\&/g')
+out=$(printf 'header = "capi-auth-token: %s"\n' "$quoted" | curl -K - -sS -k --connect-timeout 10 --max-time 120 -w '\n%{http_code}' -X POST -H "Content-Type: application/json" -d "{\"remove_endpoint\":\"$1\"}" "https://$2/cluster/api/v2.0/dqlite/remove")
 code=$(printf '%s\n' "$out" | tail -n 1)
 # The agent may echo a token it refuses: never print it.
-body=$(printf '%s\n' "$out" | sed '$d' | awk -v t="$CAPI_AUTH_TOKEN" 't != "" { while ((i = index($0, t)) > 0) $0 = substr($0, 1, i - 1) "<redacted>" substr($0, i + length(t)) } { print }')
+body=$(printf '%s\n' "$out" | sed '$d' | awk 'BEGIN { t = ENVIRON["CAPI_AUTH_TOKEN"] } t != "" { while ((i = index($0, t)) > 0) $0 = substr($0, 1, i - 1) "<redacted>" substr($0, i + length(t)) } { print }')
 case "$code" in
   2??) printf 'removed dqlite member %s: %s\n' "$1" "$body" ;;
   *) printf 'removing dqlite member %s through %s failed: HTTP %s: %s\n' "$1" "$2" "$code" "$body" >&2; exit 1 ;;
@@ -113,6 +118,42 @@ fn base_pod(
     })
 }
 
+/// Refuses a value the pods' scripts would splice into JSON or a URL, or the pod spec would
+/// carry as a name, unless it has the shape this provider writes. The values come from Machine
+/// annotations, which anyone allowed to patch Machines can edit: a quote must never reach a
+/// script, whatever the annotation says.
+fn check(what: &str, value: &str, ok: bool) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("refusing a node action with {what} {value:?}")))
+    }
+}
+
+/// `<ip>:<port>` or `[<ipv6>]:<port>`.
+fn is_endpoint(v: &str) -> bool {
+    v.parse::<std::net::SocketAddr>().is_ok()
+}
+
+/// A Kubernetes object name (DNS subdomain).
+fn is_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 253
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// `<major>.<minor>[-strict]/<risk>`, as [`mk8s_cloudinit::install_channel`] writes it.
+pub fn is_channel(v: &str) -> bool {
+    let Some((track, risk)) = v.split_once('/') else {
+        return false;
+    };
+    let track = track.strip_suffix("-strict").unwrap_or(track);
+    let number = |p: &str| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit());
+    track.split_once('.').is_some_and(|(a, b)| number(a) && number(b))
+        && ["stable", "candidate", "beta", "edge"].contains(&risk)
+}
+
 /// The dqlite member removal pod, bound to the surviving node.
 pub fn dqlite_remove_pod(
     name: &str,
@@ -121,7 +162,11 @@ pub fn dqlite_remove_pod(
     image: &str,
     endpoint: &str,
     agent: &str,
-) -> Result<Pod, serde_json::Error> {
+) -> Result<Pod> {
+    check("pod name", name, is_name(name))?;
+    check("node", survivor_node, is_name(survivor_node))?;
+    check("member endpoint", endpoint, is_endpoint(endpoint))?;
+    check("cluster agent", agent, is_endpoint(agent))?;
     let mut v = base_pod(
         name,
         survivor_node,
@@ -145,7 +190,7 @@ pub fn dqlite_remove_pod(
         "allowPrivilegeEscalation": false,
         "capabilities": {"drop": ["ALL"]},
     });
-    serde_json::from_value(v)
+    Ok(serde_json::from_value(v)?)
 }
 
 /// The snap refresh pod, bound to the node being upgraded, with the snapd socket.
@@ -156,7 +201,10 @@ pub fn snap_refresh_pod(
     image: &str,
     channel: &str,
     classic: bool,
-) -> Result<Pod, serde_json::Error> {
+) -> Result<Pod> {
+    check("pod name", name, is_name(name))?;
+    check("node", node, is_name(node))?;
+    check("snap channel", channel, is_channel(channel))?;
     let mut v = base_pod(
         name,
         node,
@@ -170,7 +218,7 @@ pub fn snap_refresh_pod(
         serde_json::json!([{"name": "snapd-socket", "mountPath": "/run/snapd.socket"}]);
     v["spec"]["volumes"] =
         serde_json::json!([{"name": "snapd-socket", "hostPath": {"path": "/run/snapd.socket", "type": "Socket"}}]);
-    serde_json::from_value(v)
+    Ok(serde_json::from_value(v)?)
 }
 
 /// The phase of a pod as the state machines see it. A pod being deleted counts as gone: we
@@ -190,6 +238,37 @@ pub fn phase(pod: Option<&Pod>) -> crate::upgrade::PodPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_a_script_would_splice_are_refused_unless_well_formed() {
+        let remove = |node: &str, endpoint: &str, agent: &str| {
+            dqlite_remove_pod("mk8s-dqlite-remove-abcde", node, "m", "img:1", endpoint, agent)
+        };
+        assert!(remove("node-a", "10.0.0.3:2379", "10.0.0.1:30000").is_ok());
+        assert!(remove("node-a", "[fd00::3]:19001", "[fd00::1]:25000").is_ok());
+        for (node, endpoint, agent) in [
+            ("node-a", "10.0.0.3:2379\",\"x\":\"y", "10.0.0.1:30000"),
+            ("node-a", "10.0.0.3:2379", "evil.example:443/steal?"),
+            ("node-a", "10.0.0.3", "10.0.0.1:30000"),
+            ("Node A", "10.0.0.3:2379", "10.0.0.1:30000"),
+        ] {
+            assert!(remove(node, endpoint, agent).is_err(), "{node} {endpoint} {agent}");
+        }
+        let refresh = |channel: &str| snap_refresh_pod("mk8s-snap-refresh-abcde", "n", "m", "img:1", channel, true);
+        for ok in ["1.34/stable", "1.35-strict/candidate", "1.9/edge", "2.0/beta"] {
+            assert!(refresh(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "1.33/stable\",\"action\":\"remove",
+            "latest/edge",
+            "1.33/stable/hotfix",
+            "1.33",
+            "1.33/risky",
+            "",
+        ] {
+            assert!(refresh(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_pod_being_deleted_counts_as_gone() {
@@ -226,7 +305,7 @@ mod tests {
         assert_eq!(cmd[3..], ["mk8s-action", "10.0.0.3:2379", "10.0.0.1:30000"]);
         assert!(!cmd[2].contains("10.0.0"), "no value spliced into the script");
         assert_eq!(cmd[2], DQLITE_REMOVE_SCRIPT);
-        assert!(cmd[2].contains("-X POST -H \"capi-auth-token: $CAPI_AUTH_TOKEN\""));
+        assert!(cmd[2].contains("header = \"capi-auth-token: %s\"") && cmd[2].contains("curl -K -"));
         let env = &c.env.as_ref().unwrap()[0];
         assert_eq!(env.name, "CAPI_AUTH_TOKEN");
         assert_eq!(
@@ -274,6 +353,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let curl = r#"#!/bin/sh
 printf '%s\n' "$@" >> "$STUB_DIR/log"
+if [ "$1" = -K ]; then cat >> "$STUB_DIR/config"; fi
 echo --- >> "$STUB_DIR/log"
 for a in "$@"; do last="$a"; done
 case "$last" in
@@ -303,7 +383,10 @@ esac
             .env("CAPI_AUTH_TOKEN", "tok en")
             .output()
             .unwrap();
-        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        let mut log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        if let Ok(config) = std::fs::read_to_string(dir.join("config")) {
+            log = format!("{config}=== config above, arguments below\n{log}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
         (
             status.status.success(),
@@ -350,6 +433,10 @@ esac
         assert_eq!(
             args,
             [
+                r#"header = "capi-auth-token: tok en""#,
+                "=== config above, arguments below",
+                "-K",
+                "-",
                 "-sS",
                 "-k",
                 "--connect-timeout",
@@ -360,8 +447,6 @@ esac
                 "\\n%{http_code}",
                 "-X",
                 "POST",
-                "-H",
-                "capi-auth-token: tok en",
                 "-H",
                 "Content-Type: application/json",
                 "-d",

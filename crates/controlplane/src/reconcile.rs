@@ -839,6 +839,24 @@ impl<'a> Rec<'a> {
                     None,
                 ))
             }
+            HookNext::Restart(why) => {
+                // The pod it names is left to the sweep of untracked pods: the name may be
+                // anyone's.
+                self.patch_machine(
+                    &m.name,
+                    machines::annotation_patch(names::ANNOTATION_MEMBER_REMOVAL, None),
+                )
+                .await?;
+                let msg = format!(
+                    "machine {}: the recorded member removal does not match the control plane ({why}); starting over",
+                    m.name
+                );
+                self.ctx
+                    .events
+                    .warning(self.mcp, "MemberRemovalRestarted", msg.clone())
+                    .await;
+                Ok((Some(msg), None))
+            }
             HookNext::Failed { message } => {
                 let Some(st) = m.removal.clone() else {
                     return Ok((None, None));
@@ -957,15 +975,40 @@ impl<'a> Rec<'a> {
             kubelet_version: kubelet.as_deref(),
             ready: cp.node_ready(m),
         };
-        let next = upgrade::in_place_next(
+        let problem = upgrade::recorded_in_place_problem(
             &st,
-            node,
-            phase,
-            (cp.desired.track(), &cp.desired.version_string),
-            self.now,
-            self.limits(),
+            cp.node_of(m).map(|n| n.name.as_str()),
+            running,
+            cp.desired.track(),
+            |t| upgrade::refresh_channel(cp, m, t).ok(),
         );
+        let next = match problem {
+            Some(why) => InPlaceNext::Restart(why),
+            None => upgrade::in_place_next(
+                &st,
+                node,
+                phase,
+                (cp.desired.track(), &cp.desired.version_string),
+                self.now,
+                self.limits(),
+            ),
+        };
         match next {
+            InPlaceNext::Restart(why) => {
+                // The pod it names is left to the sweep of untracked pods: the name may be
+                // anyone's.
+                self.patch_machine(&m.name, machines::annotation_patch(names::ANNOTATION_IN_PLACE, None))
+                    .await?;
+                let msg = format!(
+                    "machine {}: the recorded in-place upgrade does not match the control plane ({why}); dropped, the plan decides again",
+                    m.name
+                );
+                self.ctx
+                    .events
+                    .warning(self.mcp, "InPlaceUpgradeRestarted", msg.clone())
+                    .await;
+                Ok((Some(msg), None))
+            }
             InPlaceNext::Wait(d, msg) => {
                 let msg = if st.phase == InPlacePhase::Failed {
                     format!(
@@ -1125,8 +1168,7 @@ impl<'a> Rec<'a> {
             ));
             return Ok(());
         };
-        let init = m.config.clone().unwrap_or_else(|| cp.desired.config.clone()).init();
-        let channel = match mk8s_cloudinit::install_channel(&format!("v{}.{}.0", track.major, track.minor), &init) {
+        let channel = match upgrade::refresh_channel(cp, m, track) {
             Ok(c) => c,
             Err(e) => {
                 extra

@@ -282,6 +282,70 @@ pub enum InPlaceNext {
         /// Give up (too many failures).
         give_up: bool,
     },
+    /// The recorded upgrade is not one this provider would run now (see
+    /// [`recorded_in_place_problem`]): forget it; the plan decides again.
+    Restart(String),
+}
+
+/// The snap channel a Machine's node is refreshed to for `track`: its own MicroK8sConfig's
+/// confinement and risk level (the control plane's for a machine without one).
+pub fn refresh_channel(
+    cp: &ControlPlane,
+    m: &MachineView,
+    track: Track,
+) -> Result<mk8s_cloudinit::Channel, mk8s_cloudinit::RenderError> {
+    let init = m.config.clone().unwrap_or_else(|| cp.desired.config.clone()).init();
+    mk8s_cloudinit::install_channel(&format!("v{}.{}.0", track.major, track.minor), &init)
+}
+
+/// Why an in-place upgrade recorded on the Machine (its annotation, read back) is not one
+/// this provider would run now, if it is not: the node is not the machine's, the target is not
+/// the next minor of what the node runs or lies beyond the spec, or the channel is not the one
+/// for that target. Anyone allowed to patch Machines can edit the annotation — it must not
+/// choose the node, the channel or a downgrade for a privileged snap refresh. `channel` gives
+/// the channel for a track ([`refresh_channel`]). A failed upgrade waiting for its user is left
+/// as it is.
+pub fn recorded_in_place_problem(
+    st: &InPlaceState,
+    node: Option<&str>,
+    running: Option<Track>,
+    desired: Track,
+    channel: impl Fn(Track) -> Option<mk8s_cloudinit::Channel>,
+) -> Option<String> {
+    if st.phase == InPlacePhase::Failed {
+        return None;
+    }
+    let prefix = format!("mk8s-{}-", crate::names::ACTION_SNAP_REFRESH);
+    if !st.pod.starts_with(&prefix) {
+        return Some(format!("pod name {:?} is not one this provider gives", st.pod));
+    }
+    if node != Some(st.node.as_str()) {
+        return Some(format!(
+            "node {} is not the machine's ({})",
+            st.node,
+            node.unwrap_or("none")
+        ));
+    }
+    let Some(target) = st.target() else {
+        return Some(format!("target track {:?} is unreadable", st.track));
+    };
+    if target > desired {
+        return Some(format!("target {target} is beyond the spec's {desired}"));
+    }
+    if let Some(r) = running
+        && target > r
+        && (target.major != r.major || target.minor != r.minor + 1)
+    {
+        return Some(format!("target {target} is not the next minor version after {r}"));
+    }
+    match channel(target) {
+        Some(c) if c.channel == st.channel && c.classic == st.classic => None,
+        Some(c) => Some(format!(
+            "channel {} (classic {}) is not {target}'s ({}, classic {})",
+            st.channel, st.classic, c.channel, c.classic
+        )),
+        None => Some(format!("no snap channel for {target}")),
+    }
 }
 
 /// Limits of node actions.
@@ -541,6 +605,54 @@ mod tests {
             failures,
             message: None,
         }
+    }
+
+    /// An upgrade state edited on the Machine never chooses the node, the channel or a
+    /// downgrade: it is dropped and the plan decides again.
+    #[test]
+    fn a_recorded_upgrade_that_does_not_match_is_dropped() {
+        let channel = |t: Track| {
+            Some(mk8s_cloudinit::Channel {
+                channel: format!("{t}/stable"),
+                classic: true,
+            })
+        };
+        let mut good = state(InPlacePhase::Refreshing, 990, 0);
+        good.pod = "mk8s-snap-refresh-abcde".into();
+        good.channel = "1.34/stable".into();
+        let check = |st: &InPlaceState| recorded_in_place_problem(st, Some("n"), Some(t("1.33")), t("1.35"), channel);
+        assert_eq!(check(&good), None);
+        type Edit = (&'static str, fn(&mut InPlaceState));
+        let edits: [Edit; 7] = [
+            ("another node", |s| s.node = "other".into()),
+            ("a foreign pod", |s| s.pod = "kube-proxy-abcde".into()),
+            ("beyond the spec", |s| {
+                s.track = "1.36".into();
+                s.channel = "1.36/stable".into()
+            }),
+            ("a skipped minor", |s| {
+                s.track = "1.35".into();
+                s.channel = "1.35/stable".into()
+            }),
+            ("another channel", |s| s.channel = "1.34/edge".into()),
+            ("strict confinement", |s| s.classic = false),
+            ("an unreadable track", |s| s.track = "x".into()),
+        ];
+        for (what, edit) in edits {
+            let mut st = good.clone();
+            edit(&mut st);
+            assert!(check(&st).is_some(), "{what}");
+        }
+        // A target at or below what runs (a step that has finished) is not an attack.
+        let mut done = good.clone();
+        done.track = "1.33".into();
+        done.channel = "1.33/stable".into();
+        assert_eq!(check(&done), None);
+        // A failed upgrade waits for its user as it is.
+        let mut failed = good.clone();
+        failed.phase = InPlacePhase::Failed;
+        failed.node = "other".into();
+        assert_eq!(check(&failed), None);
     }
 
     #[test]
