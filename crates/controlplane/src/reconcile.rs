@@ -713,7 +713,11 @@ impl<'a> Rec<'a> {
     ) -> Result<(Option<String>, Option<Duration>)> {
         let pod = m.removal.as_ref().map(|s| s.pod.as_str());
         let limits = self.limits();
-        let next = match Self::pod_phase(w, pod) {
+        // Decided on Nodes as a workload cluster observed now shows them: its Node store is
+        // empty right after a restart (the pod store may have synced first) and old while it
+        // is unreachable — a survivor would look gone.
+        let observed = Self::pod_phase(w, pod).filter(|_| cp.reachable());
+        let next = match observed {
             Some(p) => member::hook_next(cp, m, p, limits),
             None if !m.waiting_for_hook && m.removal.is_none() => member::hook_next(cp, m, PodPhase::Missing, limits),
             None => match member::hook_next_unobserved(cp, m) {
@@ -973,15 +977,22 @@ impl<'a> Rec<'a> {
         let node = upgrade::NodeNow {
             running,
             kubelet_version: kubelet.as_deref(),
-            ready: cp.node_ready(m),
+            // Not Ready only as a workload cluster observed now shows it: right after a
+            // restart (still connecting) or while unreachable, the Node store is empty or old.
+            ready: !(observed.is_some() && cp.reachable()) || cp.node_ready(m),
         };
-        let problem = upgrade::recorded_in_place_problem(
-            &st,
-            cp.node_of(m).map(|n| n.name.as_str()),
-            running,
-            cp.desired.track(),
-            |t| upgrade::refresh_channel(cp, m, t).ok(),
-        );
+        // Checked against the workload cluster as observed now only (see `ready` above).
+        let problem = (observed.is_some() && cp.reachable())
+            .then(|| {
+                upgrade::recorded_in_place_problem(
+                    &st,
+                    cp.node_of(m).map(|n| n.name.as_str()),
+                    running,
+                    cp.desired.track(),
+                    |t| upgrade::refresh_channel(cp, m, t).ok(),
+                )
+            })
+            .flatten();
         let next = match problem {
             Some(why) => InPlaceNext::Restart(why),
             None => upgrade::in_place_next(

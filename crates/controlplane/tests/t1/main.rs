@@ -1196,6 +1196,45 @@ async fn a_removal_pod_the_workload_cluster_refuses_is_explained_and_retried() {
     ctl.stop().await;
 }
 
+/// A manager that starts while an in-place refresh is past its timeout counts the attempt as
+/// failed and retries it (the node is Ready): the upgrade is not given up for a node that
+/// only looked not Ready because the new manager's Node store was still empty.
+#[tokio::test]
+async fn a_restart_past_an_upgrade_timeout_retries_instead_of_giving_up() {
+    let Some(plane) = plane().await else { return };
+    let cfg = mk8s_controlplane::ControllerConfig {
+        node_action_timeout: Duration::from_secs(4),
+        ..test_config()
+    };
+    let (env, fake, ctl) = settled_control_plane_with(plane, "restartup", 1, cfg.clone()).await;
+    let name = env.cp_machines().await[0].name_any();
+    fake.set(|o| o.pods_hang = true);
+    env.patch_mcp(json!({"spec": {"version": "v1.34.0"}})).await;
+    let key = "microk8s.controlplane.cluster.x-k8s.io/in-place-upgrade";
+    let state = || async {
+        let m = env.api(&machine_ar()).get(&name).await.unwrap();
+        annotation(&m, key).and_then(|v| serde_json::from_str::<Value>(v).ok())
+    };
+    env.wait("the refresh under way", || async {
+        state().await.is_some_and(|s| s["phase"] == "Refreshing")
+    })
+    .await;
+    ctl.stop().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let ctl = start_controller(env.admin.clone(), &env.ns, cfg).await;
+    let after = wait_for_value(
+        || async { state().await.filter(|s| s["failures"].as_u64() >= Some(1)) },
+        "the overdue attempt counted",
+    )
+    .await;
+    assert_eq!(after["phase"], "Refreshing", "retried, not given up: {after}");
+    assert!(
+        !after["message"].as_str().unwrap_or_default().contains("not Ready"),
+        "{after}"
+    );
+    ctl.stop().await;
+}
+
 /// The source copy of a moved control plane (paused, annotated by clusterctl and deleted) is
 /// let go at once: its Machines and the cluster's Secrets stay for the target's copy.
 #[tokio::test]
