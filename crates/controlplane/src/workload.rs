@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -273,6 +273,56 @@ pub fn node_view(n: &Node) -> NodeView {
     }
 }
 
+/// Most addresses of a Node kept.
+const MAX_NODE_ADDRESSES: usize = 16;
+
+/// Keeps of a Node only what [`node_view`] reads. A workload cluster's admin controls its
+/// Nodes — how many, and how large (annotations, labels, images, capacity) — and one manager
+/// serves every cluster: what it caches per Node must not grow with what they put there.
+fn slim_node(n: &mut Node) {
+    let keep = [
+        mk8s_api::consts::NODE_LABEL_JOINS_ACCEPTED,
+        mk8s_api::consts::NODE_LABEL_MICROK8S_CONTROL_PLANE,
+    ];
+    let meta = std::mem::take(&mut n.metadata);
+    n.metadata = ObjectMeta {
+        name: meta.name,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels: meta.labels.map(|mut l| {
+            l.retain(|k, _| keep.contains(&k.as_str()));
+            l
+        }),
+        ..Default::default()
+    };
+    n.spec = n.spec.take().map(|s| NodeSpec {
+        provider_id: s.provider_id,
+        ..Default::default()
+    });
+    n.status = n.status.take().map(|s| NodeStatus {
+        addresses: s.addresses.map(|mut a| {
+            a.truncate(MAX_NODE_ADDRESSES);
+            a
+        }),
+        conditions: s.conditions.map(|c| {
+            c.into_iter()
+                .filter(|c| c.type_ == "Ready")
+                .take(1)
+                .map(|c| NodeCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        node_info: s.node_info.map(|i| NodeSystemInfo {
+            kubelet_version: i.kubelet_version,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 fn fingerprint<T: Hash>(t: &T) -> u64 {
     let mut h = DefaultHasher::new();
     t.hash(&mut h);
@@ -448,14 +498,7 @@ async fn watch(
     ));
     let nodes = watcher(Api::<Node>::all(w.client.clone()), node_cfg)
         .backoff(workload_backoff())
-        .modify(|n: &mut Node| {
-            n.managed_fields_mut().clear();
-            if let Some(s) = n.status.as_mut() {
-                s.images = None;
-                s.volumes_attached = None;
-                s.volumes_in_use = None;
-            }
-        })
+        .modify(slim_node)
         .map(|e| Ev::Node(Box::new(e)));
     let pods = watcher(
         Api::<Pod>::namespaced(w.client.clone(), names::ACTION_NAMESPACE),
@@ -546,5 +589,71 @@ async fn watch(
         if wake_now {
             wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slimmed_node_keeps_what_decisions_read_and_nothing_else() {
+        let big = "x".repeat(100_000);
+        let addresses: Vec<_> = (0..100)
+            .map(|i| serde_json::json!({"type": "InternalIP", "address": format!("10.0.{}.{}", i / 250, i % 250)}))
+            .collect();
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "uid": "u", "resourceVersion": "7",
+                         "annotations": {"bloat": big},
+                         "labels": {"microk8s.io/cluster": "true", "node.kubernetes.io/microk8s-controlplane": "microk8s-controlplane",
+                                    "bloat": "y", mk8s_api::consts::NODE_LABEL_JOINS_ACCEPTED: "true"}},
+            "spec": {"providerID": "sim://n1", "taints": [{"key": "k", "effect": "NoSchedule"}], "podCIDR": "10.1.0.0/24"},
+            "status": {"addresses": addresses,
+                       "conditions": [{"type": "MemoryPressure", "status": "False"},
+                                      {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": big}],
+                       "nodeInfo": {"kubeletVersion": "v1.33.4", "machineID": "m", "systemUUID": "s", "bootID": "b",
+                                    "kernelVersion": "k", "osImage": "o", "containerRuntimeVersion": "c",
+                                    "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+                       "capacity": {"cpu": "2"},
+                       "images": [{"names": [big.clone()], "sizeBytes": 1}]}
+        }))
+        .unwrap();
+        let mut slim = node.clone();
+        slim_node(&mut slim);
+        let mut want = node_view(&node);
+        want.ips.truncate(MAX_NODE_ADDRESSES);
+        let got = node_view(&slim);
+        assert_eq!(
+            (
+                &got.name,
+                &got.provider_id,
+                got.ready,
+                got.reporting,
+                &got.kubelet_version
+            ),
+            (
+                &want.name,
+                &want.provider_id,
+                want.ready,
+                want.reporting,
+                &want.kubelet_version
+            )
+        );
+        assert_eq!(
+            (got.accepts_joins, got.microk8s_control_plane),
+            (want.accepts_joins, want.microk8s_control_plane)
+        );
+        assert_eq!(got.ips, want.ips);
+        assert_eq!(node_fingerprint(&slim), {
+            let mut n = node.clone();
+            if let Some(a) = n.status.as_mut().and_then(|s| s.addresses.as_mut()) {
+                a.truncate(MAX_NODE_ADDRESSES);
+            }
+            node_fingerprint(&n)
+        });
+        let size = serde_json::to_vec(&slim).unwrap().len();
+        assert!(size < 2_000, "{size} bytes kept");
+        assert!(slim.metadata.annotations.is_none());
+        assert_eq!(slim.metadata.labels.as_ref().map(|l| l.len()), Some(2));
     }
 }
