@@ -248,6 +248,9 @@ where
     readiness.set_ready();
 
     let lost = Arc::new(AtomicBool::new(false));
+    // Cancelled when leadership is lost: the controllers are then dropped at once rather than
+    // drained, so no reconcile still in flight writes after a successor may have started.
+    let lost_now = CancellationToken::new();
     let lease_name = flags
         .leader_election_id
         .clone()
@@ -299,6 +302,7 @@ where
         info!(lease = %lease_name, "became leader");
         let token = shutdown.clone();
         let lost_flag = lost.clone();
+        let lost_signal = lost_now.clone();
         let mut watch_rx = rx.clone();
         let terms = leader::LeaseTerms {
             namespace: ns.clone(),
@@ -327,6 +331,7 @@ where
                 _ = token.cancelled() => return,
             }
             lost_flag.store(true, Ordering::SeqCst);
+            lost_signal.cancel();
             token.cancel();
         });
         lease_guard = Some((rx, handle));
@@ -340,7 +345,17 @@ where
         name: defaults.name,
         core_version,
     };
-    let result = controllers(rt).await;
+    // A graceful shutdown (SIGTERM) lets in-flight reconciles finish; a lost Lease does not:
+    // the successor may lead already, and a reconcile halfway through (an infrastructure clone
+    // made, its Machine not yet created) would write beside it. Dropping the controllers
+    // cancels their reconciles at their next await.
+    let result = tokio::select! {
+        r = controllers(rt) => r,
+        () = lost_now.cancelled() => {
+            error!(lease = %lease_name, "stopping the controllers at once: reconciles in flight are abandoned");
+            Ok(())
+        }
+    };
     shutdown.cancel();
     for h in servers {
         let _ = h.await;

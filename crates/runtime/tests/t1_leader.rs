@@ -202,3 +202,67 @@ async fn a_leader_cut_off_stops_before_its_lease_expires() {
     b.handle.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A leader that loses its Lease does not wait for its reconciles in flight (they would write
+/// beside the successor): its controllers are dropped at once, even ones that never look at
+/// the shutdown token, and `run` reports the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_abandons_reconciles_in_flight() {
+    let Some(plane) = mk8s_testenv::shared().await else {
+        return;
+    };
+    plane.install_capi_crds().await.unwrap();
+    let ns = plane.namespace("abandon").await.unwrap();
+    let flags = ManagerFlags::from_args([
+        format!("--kubeconfig={}", plane.kubeconfig_path().display()),
+        "--leader-elect".into(),
+        format!("--leader-election-namespace={ns}"),
+        "--leader-election-lease-duration=3".into(),
+        "--log-level=warn".into(),
+    ])
+    .unwrap();
+    // A controller forever inside a reconcile: it never returns, whatever the shutdown says.
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let t = ticks.clone();
+    let handle = tokio::spawn(async move {
+        mk8s_runtime::run(flags, DEFAULTS, |_rt| async move {
+            loop {
+                t.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    });
+    eventually("the instance leads", || ticks.load(Ordering::SeqCst) > 0).await;
+
+    let leases: Api<Lease> = Api::namespaced(plane.client().await, &ns);
+    let far_future = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3600))
+            .unwrap(),
+    ))
+    .unwrap();
+    leases
+        .patch(
+            "leader-test",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600,
+                         "renewTime": far_future, "acquireTime": far_future}})),
+        )
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the leader stops without waiting for its reconcile")
+        .unwrap();
+    assert!(matches!(res, Err(RuntimeError::LostLeadership(_))), "{res:?}");
+    let after = ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ticks.load(Ordering::SeqCst),
+        after,
+        "the reconcile in flight was dropped"
+    );
+}
