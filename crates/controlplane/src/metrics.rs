@@ -121,6 +121,7 @@ impl CpMetrics {
         self.workload_reachable.remove(&cp);
         self.desired_replicas.remove(&cp);
         self.remediation_blocked.remove(&cp);
+        self.remediations.remove(&cp);
         for s in STATES {
             self.machines.remove(&MachineLabels {
                 namespace: namespace.into(),
@@ -128,5 +129,34 @@ impl CpMetrics {
                 state: s.into(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_a_control_plane_drops_every_series_of_it() {
+        let registry = Metrics::new();
+        let m = CpMetrics::register(&registry);
+        let cp = CpLabels {
+            namespace: "ns".into(),
+            name: "gone-cp".into(),
+        };
+        m.remediations.get_or_create(&cp).inc();
+        m.remediation_blocked.get_or_create(&cp).set(1);
+        m.workload_reachable.get_or_create(&cp).set(1);
+        m.desired_replicas.get_or_create(&cp).set(3);
+        m.machines
+            .get_or_create(&MachineLabels {
+                namespace: "ns".into(),
+                name: "gone-cp".into(),
+                state: "ready".into(),
+            })
+            .set(3);
+        assert_eq!(registry.encode().matches("gone-cp").count(), 5);
+        m.forget("ns", "gone-cp");
+        assert!(!registry.encode().contains("gone-cp"), "{}", registry.encode());
     }
 }
