@@ -122,9 +122,8 @@ fn maybe_joined_without_node(cp: &ControlPlane, m: &MachineView) -> bool {
 /// and a survivor can be gone since the attempt began; either way the removal starts over from
 /// what is known now.
 pub fn recorded_removal_problem(cp: &ControlPlane, m: &MachineView, st: &RemovalState) -> Option<String> {
-    let prefix = format!("mk8s-{}-", crate::names::ACTION_DQLITE_REMOVE);
-    if !st.pod.starts_with(&prefix) {
-        return Some(format!("pod name {:?} is not one this provider gives", st.pod));
+    if let Some(why) = foreign_pod(st) {
+        return Some(why);
     }
     let expected = address(cp, m).map(|ip| host_port(ip, ports(m).1));
     if expected.as_deref() != Some(st.endpoint.as_str()) {
@@ -149,9 +148,21 @@ pub fn recorded_removal_problem(cp: &ControlPlane, m: &MachineView, st: &Removal
     None
 }
 
+/// Why the pod a recorded removal names is none this provider gives, if it is not.
+fn foreign_pod(st: &RemovalState) -> Option<String> {
+    let prefix = format!("mk8s-{}-", crate::names::ACTION_DQLITE_REMOVE);
+    (!st.pod.starts_with(&prefix)).then(|| format!("pod name {:?} is not one this provider gives", st.pod))
+}
+
 /// Decides the next move of a deleting Machine's member removal.
 pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: ActionLimits) -> HookNext {
-    if let Some(why) = m.removal.as_ref().and_then(|st| recorded_removal_problem(cp, m, st)) {
+    // A removal whose pod succeeded is done, whatever changed since among the machines (its
+    // survivor gone, say): starting it over would remove a member that is no more, and fail.
+    let problem = m.removal.as_ref().and_then(|st| match pod {
+        PodPhase::Succeeded => foreign_pod(st),
+        _ => recorded_removal_problem(cp, m, st),
+    });
+    if let Some(why) = problem {
         return HookNext::Restart(why);
     }
     if let Some(st) = &m.removal {
@@ -495,6 +506,11 @@ mod tests {
                 "{what}"
             );
         }
+        // A removal whose pod succeeded is done even if its survivor has gone since.
+        let mut st = good.clone();
+        st.node = "gone".into();
+        victim.removal = Some(st);
+        assert_eq!(hook_next(&cp, &victim, PodPhase::Succeeded, limits()), HookNext::Done);
     }
 
     #[test]

@@ -196,7 +196,14 @@ impl<'a> Rec<'a> {
             StoreWait::CaughtUp => {}
             StoreWait::Waiting => return Ok(Action::requeue(Duration::from_millis(200))),
             StoreWait::Overdue(expects) => {
-                let lagging = self.shown_by_the_api_server(expects).await?;
+                let lagging = match self.shown_by_the_api_server(expects.clone()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // Unanswered: keep waiting for them (the next reconcile asks again).
+                        self.ctx.rearm(&self.key, expects);
+                        return Err(e);
+                    }
+                };
                 if !lagging.is_empty() {
                     warn!(control_plane = %self.key, expectations = ?lagging, "the Machine store lags the API server by more than 30 s; waiting for it before deciding");
                     self.ctx.rearm(&self.key, lagging);
@@ -968,9 +975,11 @@ impl<'a> Rec<'a> {
             }
         };
         let phase = match observed {
-            Some(p) => p,
+            // The pod's phase, as long as the Nodes are observed too: the recorded node is
+            // checked against them before any pod is created (below).
+            Some(p) if cp.reachable() => p,
             // Unobservable: only the node's version can tell, below.
-            None => PodPhase::Running,
+            _ => PodPhase::Running,
         };
         let running = cp.running_track(m);
         let kubelet = cp.kubelet_version(m);

@@ -209,12 +209,7 @@ pub fn compute(
 ) -> MicroK8sControlPlaneStatus {
     // Canonical's own types are not carried over (after a takeover its last values would stay
     // forever, and show twice in the v1beta1 list): they live in the v1beta1 list only.
-    let mut list: Vec<Condition> = prev
-        .conditions
-        .iter()
-        .filter(|c| !CANONICAL_ONLY.contains(&c.type_.as_str()))
-        .cloned()
-        .collect();
+    let mut list: Vec<Condition> = prev.conditions.iter().filter(|c| !canonical_only(c)).cloned().collect();
     let mut set = |c: Condition| conditions::set(&mut list, c, generation, now);
     let initialized = cp.initialized();
     let desired = cp.desired.replicas;
@@ -549,6 +544,10 @@ const CANONICAL_ONLY: [&str; 5] = [
     "EtcdClusterHealthyCondition",
 ];
 
+fn canonical_only(c: &Condition) -> bool {
+    CANONICAL_ONLY.contains(&c.type_.as_str())
+}
+
 /// The previous v1beta1-only conditions: from our v1beta1 list, else (a status written by
 /// Canonical's provider) from `status.conditions`, so their transition times carry over.
 fn v1beta1_extra(prev: &MicroK8sControlPlaneStatus) -> Vec<Condition> {
@@ -635,6 +634,7 @@ pub fn paused(
             conditions: merge_v1beta1(prev, &st.conditions),
         }),
     });
+    st.conditions.retain(|c| !canonical_only(c));
     st
 }
 
@@ -713,12 +713,14 @@ fn finish_partial(
             conditions: merge_v1beta1(&st, &st.conditions),
         }),
     });
+    st.conditions.retain(|c| !canonical_only(c));
     st
 }
 
 /// The v1beta1 view of `list`, keeping Canonical's v1beta1-only conditions of `prev`.
 fn merge_v1beta1(prev: &MicroK8sControlPlaneStatus, list: &[Condition]) -> Vec<conditions::V1Beta1Condition> {
-    let mut out = conditions::to_v1beta1(list, severity);
+    let ours: Vec<Condition> = list.iter().filter(|c| !canonical_only(c)).cloned().collect();
+    let mut out = conditions::to_v1beta1(&ours, severity);
     out.extend(conditions::to_v1beta1(&v1beta1_extra(prev), severity));
     out
 }
@@ -803,6 +805,11 @@ mod tests {
         let n = types.len();
         types.dedup();
         assert_eq!(types.len(), n, "each type once: {v1beta1:?}");
+        // The partial statuses (paused here) do the same.
+        let p = paused(&prev, "paused", Some(3), &now());
+        assert!(p.conditions.iter().all(|c| !canonical_only(c)), "{:?}", p.conditions);
+        let v = p.deprecated.unwrap().v1beta1.unwrap().conditions;
+        assert_eq!(v.iter().filter(|c| c.type_ == RESIZED).count(), 1, "{v:?}");
         let resized = v1beta1.iter().find(|c| c.type_ == RESIZED).unwrap();
         assert_eq!(resized.status, "True", "the scale-up Canonical reported is over");
         // Unchanged ones keep Canonical's transition time.

@@ -300,9 +300,15 @@ fn slim_node(n: &mut Node) {
         ..Default::default()
     });
     n.status = n.status.take().map(|s| NodeStatus {
-        addresses: s.addresses.map(|mut a| {
-            a.truncate(MAX_NODE_ADDRESSES);
-            a
+        // Only the kinds `node_ips` reads, internal ones first, so the cap drops none it uses.
+        addresses: s.addresses.map(|a| {
+            let (mut kept, external): (Vec<_>, Vec<_>) = a
+                .into_iter()
+                .filter(|a| matches!(a.type_.as_str(), "InternalIP" | "ExternalIP"))
+                .partition(|a| a.type_ == "InternalIP");
+            kept.extend(external);
+            kept.truncate(MAX_NODE_ADDRESSES);
+            kept
         }),
         conditions: s.conditions.map(|c| {
             c.into_iter()
@@ -335,6 +341,7 @@ fn node_fingerprint(n: &Node) -> u64 {
         v.ips,
         v.provider_id,
         v.ready,
+        v.reporting,
         v.kubelet_version,
         v.accepts_joins,
         v.microk8s_control_plane,
