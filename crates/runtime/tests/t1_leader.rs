@@ -31,6 +31,15 @@ struct Instance {
     handle: tokio::task::JoinHandle<Result<(), RuntimeError>>,
 }
 
+/// Records when it is dropped.
+struct StopClock(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Drop for StopClock {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(std::time::Instant::now());
+    }
+}
+
 fn start(kubeconfig: &std::path::Path, ns: &str) -> Instance {
     start_with(kubeconfig, ns, 3)
 }
@@ -52,10 +61,11 @@ fn start_with(kubeconfig: &std::path::Path, ns: &str, lease_secs: u64) -> Instan
     let handle = tokio::spawn(async move {
         mk8s_runtime::run(flags, DEFAULTS, |rt| async move {
             *ld.lock().unwrap() = Some(std::time::Instant::now());
+            // Stopped when the controllers return or are dropped (on a lost Lease).
+            let _clock = StopClock(st);
             *t.lock().await = Some(rt.shutdown.clone());
             l.fetch_add(1, Ordering::SeqCst);
             rt.shutdown.cancelled().await;
-            *st.lock().unwrap() = Some(std::time::Instant::now());
             Ok(())
         })
         .await
