@@ -277,7 +277,12 @@ where
                 format!("{}-{}-{}", defaults.name, std::process::id(), suffix.to_lowercase())
             });
         let duration = flags.leader_election_lease_duration.max(2);
-        let grace = (duration / 3).max(1);
+        // Renew a third of the duration after each renewal (two thirds before expiry), so the
+        // renew deadline (`grace / 2` before expiry: two thirds of the duration after the last
+        // renewal, controller-runtime's 10 s of 15) leaves room for a slow or failed attempt
+        // and its retry. Renewing a third before expiry left 2.5 s of 15: under a busy API
+        // server a single slow renewal made the leader step down.
+        let grace = (duration * 2 / 3).clamp(1, duration - 1);
         let manager = LeaseManagerBuilder::new(lease_client.clone(), &lease_name)
             .with_namespace(&ns)
             .with_identity(&identity)
