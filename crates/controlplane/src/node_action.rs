@@ -221,6 +221,15 @@ pub fn snap_refresh_pod(
     Ok(serde_json::from_value(v)?)
 }
 
+/// Whether `pod` is a node action pod of this provider for `action` on `machine` (its labels).
+pub fn is_action_pod_of(pod: &Pod, action: &str, machine: &str) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    let is = |k: &str, v: &str| labels.and_then(|l| l.get(k)).is_some_and(|x| x == v);
+    is(names::LABEL_MANAGED_BY, names::MANAGED_BY)
+        && is(names::LABEL_ACTION, action)
+        && is(names::LABEL_ACTION_MACHINE, machine)
+}
+
 /// The phase of a pod as the state machines see it. A pod being deleted counts as gone: we
 /// delete a pod once its outcome is recorded, and one left terminating on a node that went
 /// down must not pass for a running attempt.
@@ -238,6 +247,25 @@ pub fn phase(pod: Option<&Pod>) -> crate::upgrade::PodPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_is_a_machines_action_pod_by_its_labels() {
+        let p = dqlite_remove_pod(
+            "mk8s-dqlite-remove-abcde",
+            "n",
+            "m1",
+            "img:1",
+            "10.0.0.3:2379",
+            "10.0.0.1:30000",
+        )
+        .unwrap();
+        assert!(is_action_pod_of(&p, names::ACTION_DQLITE_REMOVE, "m1"));
+        assert!(!is_action_pod_of(&p, names::ACTION_DQLITE_REMOVE, "m2"));
+        assert!(!is_action_pod_of(&p, names::ACTION_SNAP_REFRESH, "m1"));
+        let mut other = p.clone();
+        other.metadata.labels = None;
+        assert!(!is_action_pod_of(&other, names::ACTION_DQLITE_REMOVE, "m1"));
+    }
 
     #[test]
     fn values_a_script_would_splice_are_refused_unless_well_formed() {

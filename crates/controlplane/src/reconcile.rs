@@ -851,13 +851,15 @@ impl<'a> Rec<'a> {
                 ))
             }
             HookNext::Restart(why) => {
-                // The pod it names is left to the sweep of untracked pods: the name may be
-                // anyone's.
                 self.patch_machine(
                     &m.name,
                     machines::annotation_patch(names::ANNOTATION_MEMBER_REMOVAL, None),
                 )
                 .await?;
+                if let (Some(w), Some(st)) = (w, &m.removal) {
+                    self.discard_recorded_pod(w, &st.pod, &m.name, names::ACTION_DQLITE_REMOVE)
+                        .await;
+                }
                 let msg = format!(
                     "machine {}: the recorded member removal does not match the control plane ({why}); starting over",
                     m.name
@@ -874,6 +876,18 @@ impl<'a> Rec<'a> {
                 };
                 self.removal_failed(m, st, message, w).await
             }
+        }
+    }
+
+    /// Deletes the pod a dropped record names when it is this machine's pod for `action` (the
+    /// name alone may be anyone's), so the next attempt does not run beside it. A failure is
+    /// only logged: the sweep of untracked pods removes it later.
+    async fn discard_recorded_pod(&self, w: &Workload, pod: &str, machine: &str, action: &str) {
+        let ours = w
+            .pod(pod)
+            .is_some_and(|p| node_action::is_action_pod_of(&p, action, machine));
+        if ours && let Err(e) = w.delete_pod(pod).await {
+            warn!(control_plane = %self.key, pod, error = %e, "deleting the pod of a dropped node action record");
         }
     }
 
@@ -1015,10 +1029,12 @@ impl<'a> Rec<'a> {
         };
         match next {
             InPlaceNext::Restart(why) => {
-                // The pod it names is left to the sweep of untracked pods: the name may be
-                // anyone's.
                 self.patch_machine(&m.name, machines::annotation_patch(names::ANNOTATION_IN_PLACE, None))
                     .await?;
+                if let Some(w) = w {
+                    self.discard_recorded_pod(w, &st.pod, &m.name, names::ACTION_SNAP_REFRESH)
+                        .await;
+                }
                 let msg = format!(
                     "machine {}: the recorded in-place upgrade does not match the control plane ({why}); dropped, the plan decides again",
                     m.name
