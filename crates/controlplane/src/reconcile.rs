@@ -988,34 +988,29 @@ impl<'a> Rec<'a> {
                 _ => Ok(()),
             }
         };
-        let phase = match observed {
-            // The pod's phase, as long as the Nodes are observed too: the recorded node is
-            // checked against them before any pod is created (below).
-            Some(p) if cp.reachable() => p,
-            // Unobservable: only the node's version can tell, below.
-            _ => PodPhase::Running,
-        };
+        // The pod's phase as decisions may use it: only while the Nodes are observed too (the
+        // same workload cluster, listed, reachable). Right after a restart (still connecting)
+        // or while unreachable, the Node store is empty or old: a node would look not Ready,
+        // and the recorded node could not be checked before a pod is created.
+        let with_nodes = observed.filter(|_| cp.reachable());
+        // Unobservable: only the node's version can tell, below.
+        let phase = with_nodes.unwrap_or(PodPhase::Running);
         let running = cp.running_track(m);
         let kubelet = cp.kubelet_version(m);
         let node = upgrade::NodeNow {
             running,
             kubelet_version: kubelet.as_deref(),
-            // Not Ready only as a workload cluster observed now shows it: right after a
-            // restart (still connecting) or while unreachable, the Node store is empty or old.
-            ready: !(observed.is_some() && cp.reachable()) || cp.node_ready(m),
+            ready: with_nodes.is_none() || cp.node_ready(m),
         };
-        // Checked against the workload cluster as observed now only (see `ready` above).
-        let problem = (observed.is_some() && cp.reachable())
-            .then(|| {
-                upgrade::recorded_in_place_problem(
-                    &st,
-                    cp.node_of(m).map(|n| n.name.as_str()),
-                    running,
-                    cp.desired.track(),
-                    |t| upgrade::refresh_channel(cp, m, t).ok(),
-                )
-            })
-            .flatten();
+        let problem = with_nodes.and_then(|_| {
+            upgrade::recorded_in_place_problem(
+                &st,
+                cp.node_of(m).map(|n| n.name.as_str()),
+                running,
+                cp.desired.track(),
+                |t| upgrade::refresh_channel(cp, m, t).ok(),
+            )
+        });
         let next = match problem {
             Some(why) => InPlaceNext::Restart(why),
             None => upgrade::in_place_next(
