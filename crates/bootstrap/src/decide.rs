@@ -805,35 +805,25 @@ mod tests {
             "2026-01-01T00:00:01Z",
         )];
         assert_eq!(join_addresses(&external_only, "c", "self", &[]), ["203.0.113.1"]);
-        // Dual stack: IPv4 only (microk8s join cannot parse an IPv6 URL); IPv6-only stays.
-        let dual = [mk(
-            "dual",
-            true,
-            "Running",
-            true,
-            json!([{"type": "InternalIP", "address": "fd00::5"}, {"type": "InternalIP", "address": "10.0.0.5"}]),
-            "2024-01-01T00:00:00Z",
-        )];
-        assert_eq!(join_addresses(&dual, "c", "self", &[]), ["10.0.0.5"]);
-        let v6 = [mk(
-            "v6",
-            true,
-            "Running",
-            true,
-            json!([{"type": "InternalIP", "address": "fd00::5"}]),
-            "2024-01-01T00:00:00Z",
-        )];
-        assert_eq!(join_addresses(&v6, "c", "self", &[]), ["fd00::5"]);
-        // IPv6 InternalIPs, IPv4 ExternalIPs: the IPv4 ones.
-        let mixed = [mk(
-            "mixed",
-            true,
-            "Running",
-            true,
-            json!([{"type": "InternalIP", "address": "fd00::6"}, {"type": "ExternalIP", "address": "203.0.113.6"}]),
-            "2024-01-01T00:00:00Z",
-        )];
-        assert_eq!(join_addresses(&mixed, "c", "self", &[]), ["203.0.113.6"]);
+        // One running control plane machine with these addresses: the join addresses.
+        let cases = [
+            // Dual stack: IPv4 only (microk8s join cannot parse an IPv6 URL).
+            (
+                json!([{"type": "InternalIP", "address": "fd00::5"}, {"type": "InternalIP", "address": "10.0.0.5"}]),
+                "10.0.0.5",
+            ),
+            // IPv6-only stays.
+            (json!([{"type": "InternalIP", "address": "fd00::5"}]), "fd00::5"),
+            // IPv6 InternalIPs, IPv4 ExternalIPs: the IPv4 ones.
+            (
+                json!([{"type": "InternalIP", "address": "fd00::6"}, {"type": "ExternalIP", "address": "203.0.113.6"}]),
+                "203.0.113.6",
+            ),
+        ];
+        for (addrs, want) in cases {
+            let one = [mk("m", true, "Running", true, addrs, "2024-01-01T00:00:00Z")];
+            assert_eq!(join_addresses(&one, "c", "self", &[]), [want]);
+        }
     }
 
     #[test]

@@ -331,6 +331,27 @@ mod tests {
         }
     }
 
+    /// A deleting machine CAPI has drained (waiting for our hook).
+    fn drained(name: &str, created: i64) -> MachineView {
+        let mut m = healthy(name, created, "v1.33.0");
+        m.deleting = true;
+        m.waiting_for_hook = true;
+        m
+    }
+
+    /// A removal of machine c's member (10.0.0.3) through node a's agent, begun 10 s ago.
+    fn removal_of_c_through_a() -> RemovalState {
+        RemovalState {
+            pod: "mk8s-dqlite-remove-p".into(),
+            node: "a".into(),
+            endpoint: "10.0.0.3:2379".into(),
+            agent: "10.0.0.1:30000".into(),
+            since: Timestamp::from_second(100_000 - 10).unwrap(),
+            failures: 0,
+            message: None,
+        }
+    }
+
     fn no_remap() -> MicroK8sConfigSpec {
         MicroK8sConfigSpec {
             cluster_configuration: Some(ClusterConfiguration {
@@ -346,9 +367,7 @@ mod tests {
         let a = healthy("a", 1, "v1.33.0");
         let mut b = healthy("b", 2, "v1.33.0");
         b.config = Some(no_remap());
-        let mut victim = healthy("c", 3, "v1.33.0");
-        victim.deleting = true;
-        victim.waiting_for_hook = true;
+        let victim = drained("c", 3);
         let mut cp = cp(3, "v1.33.0", vec![a, b, victim.clone(), healthy("d", 4, "v1.33.0")]);
         assert_eq!(
             hook_next(&cp, &victim, PodPhase::Missing, limits()),
@@ -412,9 +431,7 @@ mod tests {
     /// Machine lacks addresses is removed by its Node's.
     #[test]
     fn a_machine_without_a_node_gets_one_removal_attempt() {
-        let mut victim = healthy("c", 3, "v1.33.0");
-        victim.deleting = true;
-        victim.waiting_for_hook = true;
+        let mut victim = drained("c", 3);
         victim.node_ref = None;
         victim.provider_id = None;
         let mut cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
@@ -468,19 +485,9 @@ mod tests {
     /// chooses the member removed or where the agent token goes: the removal starts over.
     #[test]
     fn a_recorded_removal_that_does_not_match_starts_over() {
-        let mut victim = healthy("c", 3, "v1.33.0");
-        victim.deleting = true;
-        victim.waiting_for_hook = true;
+        let mut victim = drained("c", 3);
         let cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
-        let good = RemovalState {
-            pod: "mk8s-dqlite-remove-abcde".into(),
-            node: "a".into(),
-            endpoint: "10.0.0.3:2379".into(),
-            agent: "10.0.0.1:30000".into(),
-            since: Timestamp::from_second(100_000 - 10).unwrap(),
-            failures: 0,
-            message: None,
-        };
+        let good = removal_of_c_through_a();
         victim.removal = Some(good.clone());
         assert!(matches!(
             hook_next(&cp, &victim, PodPhase::Running, limits()),
@@ -534,15 +541,7 @@ mod tests {
         let pair = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
         assert_eq!(hook_next_unobserved(&pair, &victim), None);
         // A removal under way is followed through the workload cluster.
-        victim.removal = Some(RemovalState {
-            pod: "mk8s-dqlite-remove-p".into(),
-            node: "a".into(),
-            endpoint: "10.0.0.3:2379".into(),
-            agent: "10.0.0.1:30000".into(),
-            since: Timestamp::from_second(100_000 - 10).unwrap(),
-            failures: 0,
-            message: None,
-        });
+        victim.removal = Some(removal_of_c_through_a());
         assert_eq!(hook_next_unobserved(&alone, &victim), None);
     }
 
@@ -595,19 +594,9 @@ mod tests {
 
     #[test]
     fn follows_the_pod() {
-        let mut victim = healthy("c", 3, "v1.33.0");
-        victim.deleting = true;
-        victim.waiting_for_hook = true;
+        let mut victim = drained("c", 3);
         let cp = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), victim.clone()]);
-        victim.removal = Some(RemovalState {
-            pod: "mk8s-dqlite-remove-p".into(),
-            node: "a".into(),
-            endpoint: "10.0.0.3:2379".into(),
-            agent: "10.0.0.1:30000".into(),
-            since: Timestamp::from_second(100_000 - 10).unwrap(),
-            failures: 0,
-            message: None,
-        });
+        victim.removal = Some(removal_of_c_through_a());
         assert_eq!(
             hook_next(&cp, &victim, PodPhase::Missing, limits()),
             HookNext::CreatePod

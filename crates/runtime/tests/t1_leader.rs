@@ -31,6 +31,39 @@ struct Instance {
     handle: tokio::task::JoinHandle<Result<(), RuntimeError>>,
 }
 
+fn leader_flags(kubeconfig: &std::path::Path, ns: &str, lease_secs: u64) -> ManagerFlags {
+    ManagerFlags::from_args([
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "--leader-elect".into(),
+        format!("--leader-election-namespace={ns}"),
+        format!("--leader-election-lease-duration={lease_secs}"),
+        "--log-level=warn".into(),
+    ])
+    .unwrap()
+}
+
+/// Someone else takes the Lease for an hour (e.g. a partitioned leader's successor).
+async fn take_the_lease(plane: &mk8s_testenv::Plane, ns: &str) {
+    let leases: Api<Lease> = Api::namespaced(plane.client().await, ns);
+    let far_future = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3600))
+            .unwrap(),
+    ))
+    .unwrap();
+    leases
+        .patch(
+            "leader-test",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600,
+                         "renewTime": far_future, "acquireTime": far_future}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// Records when it is dropped.
 struct StopClock(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
 
@@ -45,14 +78,7 @@ fn start(kubeconfig: &std::path::Path, ns: &str) -> Instance {
 }
 
 fn start_with(kubeconfig: &std::path::Path, ns: &str, lease_secs: u64) -> Instance {
-    let flags = ManagerFlags::from_args([
-        format!("--kubeconfig={}", kubeconfig.display()),
-        "--leader-elect".into(),
-        format!("--leader-election-namespace={ns}"),
-        format!("--leader-election-lease-duration={lease_secs}"),
-        "--log-level=warn".into(),
-    ])
-    .unwrap();
+    let flags = leader_flags(kubeconfig, ns, lease_secs);
     let leading = Arc::new(AtomicUsize::new(0));
     let stopped = Arc::new(std::sync::Mutex::new(None));
     let led = Arc::new(std::sync::Mutex::new(None));
@@ -114,24 +140,7 @@ async fn one_leader_hand_over_and_fail_stop() {
     eventually("the standby takes over", || b.leading.load(Ordering::SeqCst) == 1).await;
 
     // Someone else takes the Lease (e.g. a partitioned leader's successor): the leader stops.
-    let leases: Api<Lease> = Api::namespaced(plane.client().await, &ns);
-    let far_future = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now()
-            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3600))
-            .unwrap(),
-    ))
-    .unwrap();
-    leases
-        .patch(
-            "leader-test",
-            &PatchParams::apply("intruder").force(),
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600,
-                         "renewTime": far_future, "acquireTime": far_future}})),
-        )
-        .await
-        .unwrap();
+    take_the_lease(plane, &ns).await;
     let res = tokio::time::timeout(Duration::from_secs(30), b.handle)
         .await
         .expect("the leader stops")
@@ -223,14 +232,7 @@ async fn a_lost_lease_abandons_reconciles_in_flight() {
     };
     plane.install_capi_crds().await.unwrap();
     let ns = plane.namespace("abandon").await.unwrap();
-    let flags = ManagerFlags::from_args([
-        format!("--kubeconfig={}", plane.kubeconfig_path().display()),
-        "--leader-elect".into(),
-        format!("--leader-election-namespace={ns}"),
-        "--leader-election-lease-duration=3".into(),
-        "--log-level=warn".into(),
-    ])
-    .unwrap();
+    let flags = leader_flags(plane.kubeconfig_path(), &ns, 3);
     // A controller forever inside a reconcile: it never returns, whatever the shutdown says.
     let ticks = Arc::new(AtomicUsize::new(0));
     let t = ticks.clone();
@@ -245,24 +247,7 @@ async fn a_lost_lease_abandons_reconciles_in_flight() {
     });
     eventually("the instance leads", || ticks.load(Ordering::SeqCst) > 0).await;
 
-    let leases: Api<Lease> = Api::namespaced(plane.client().await, &ns);
-    let far_future = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now()
-            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3600))
-            .unwrap(),
-    ))
-    .unwrap();
-    leases
-        .patch(
-            "leader-test",
-            &PatchParams::apply("intruder").force(),
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600,
-                         "renewTime": far_future, "acquireTime": far_future}})),
-        )
-        .await
-        .unwrap();
+    take_the_lease(plane, &ns).await;
     let res = tokio::time::timeout(Duration::from_secs(30), handle)
         .await
         .expect("the leader stops without waiting for its reconcile")
