@@ -108,10 +108,17 @@ pub async fn acquire(
 /// The init locks this manager has deleted, by `namespace/name`, with the uid of the object it
 /// deleted — so that a lock cache still showing that same object (its delete event not yet
 /// arrived) costs no second DELETE, while a lock created since (another uid) is still released.
+///
+/// A memo is needed only until the cache catches up; one whose cluster is deleted before a
+/// reconcile saw the lock gone is dropped after [`Released::KEEP`] (a second DELETE of a lock
+/// already gone is a harmless 404).
 #[derive(Debug, Default)]
-pub struct Released(Mutex<HashMap<String, String>>);
+pub struct Released(Mutex<HashMap<String, (String, tokio::time::Instant)>>);
 
 impl Released {
+    /// How long a memo is kept at most.
+    pub const KEEP: std::time::Duration = std::time::Duration::from_secs(600);
+
     /// Whether the lock `key` that the cache shows (`cached_uid`: `None` when the cache shows
     /// no lock) still has to be deleted. An absent lock forgets the memo of its key.
     pub fn needs_release(&self, key: &str, cached_uid: Option<&str>) -> bool {
@@ -123,14 +130,18 @@ impl Released {
                 memo.remove(key);
                 false
             }
-            Some(uid) => memo.get(key).is_none_or(|deleted| deleted != uid),
+            Some(uid) => memo.get(key).is_none_or(|(deleted, _)| deleted != uid),
         }
     }
 
     /// Records that the lock object `uid` of `key` was deleted (or found gone).
     pub fn record(&self, key: &str, uid: &str) {
+        let now = tokio::time::Instant::now();
         if let Ok(mut memo) = self.0.lock() {
-            memo.insert(key.to_string(), uid.to_string());
+            if let Some(before) = now.checked_sub(Self::KEEP) {
+                memo.retain(|_, (_, at)| *at >= before);
+            }
+            memo.insert(key.to_string(), (uid.to_string(), now));
         }
     }
 }
@@ -169,6 +180,16 @@ mod tests {
         assert!(!r.needs_release("ns/c-lock", None));
         assert!(r.0.lock().unwrap().is_empty());
         assert!(r.needs_release("ns/c-lock", Some("u1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memos_of_locks_never_seen_gone_expire() {
+        let r = Released::default();
+        r.record("ns/deleted-cluster-lock", "u1");
+        tokio::time::advance(Released::KEEP + std::time::Duration::from_secs(1)).await;
+        r.record("ns/c-lock", "u2");
+        let memo = r.0.lock().unwrap();
+        assert_eq!(memo.keys().collect::<Vec<_>>(), ["ns/c-lock"]);
     }
 
     fn cm(data: Option<&str>) -> ConfigMap {

@@ -8,9 +8,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Failure counts per object key, reset on success.
+///
+/// The count of an object that stops failing without a success (deleted, or only ever
+/// requeued since) is forgotten once it has not failed for twice the cap: an object still
+/// failing fails again within the cap, and the others' keys do not pile up.
 #[derive(Debug)]
 pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
     base: Duration,
     max: Duration,
 }
@@ -33,10 +37,16 @@ impl Backoff {
 
     /// Records a failure of `key` and returns how long to wait before retrying.
     pub fn fail(&self, key: &str) -> Duration {
+        let now = Instant::now();
+        let forget_before = now.checked_sub(self.max.saturating_mul(2));
         let n = match self.failures.lock() {
             Ok(mut m) => {
-                let n = m.entry(key.to_string()).or_insert(0);
+                if let Some(before) = forget_before {
+                    m.retain(|_, (_, last)| *last >= before);
+                }
+                let (n, last) = m.entry(key.to_string()).or_insert((0, now));
                 *n = n.saturating_add(1);
+                *last = now;
                 *n
             }
             Err(_) => 1,
@@ -150,6 +160,22 @@ mod tests {
             b.fail("a");
         }
         assert_eq!(b.fail("a"), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_count_of_an_object_that_stopped_failing_is_forgotten() {
+        let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        b.fail("gone");
+        b.fail("gone");
+        b.fail("failing");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Still failing within twice the cap: its count goes on.
+        assert_eq!(b.fail("failing"), Duration::from_secs(2));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(b.fail("failing"), Duration::from_secs(4));
+        // `gone` last failed 12 s ago (more than twice the cap): forgotten.
+        assert_eq!(b.failures.lock().unwrap().len(), 1);
+        assert_eq!(b.fail("gone"), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
