@@ -297,6 +297,35 @@ impl Context {
         self.workloads.remove_owned_by(&ObjectRef::new(name).within(ns));
     }
 
+    /// Forgets every control plane that a relist no longer shows (`listed`: `namespace/name`).
+    /// One deleted while the watch was down has no Delete event; without a finalizer (deleted
+    /// before we added ours, or the source copy of a `clusterctl move`) nothing else would stop
+    /// its workload cluster watches or drop its state and metric series until a restart.
+    pub fn gone_unlisted(&self, listed: &std::collections::HashSet<String>) {
+        let mut known: std::collections::BTreeSet<String> = self
+            .workloads
+            .owners()
+            .iter()
+            .map(|o| format!("{}/{}", o.namespace.as_deref().unwrap_or_default(), o.name))
+            .collect();
+        if let Ok(m) = self.expectations.lock() {
+            known.extend(m.keys().cloned());
+        }
+        if let Ok(m) = self.sweeps.lock() {
+            known.extend(m.keys().cloned());
+        }
+        if let Ok(m) = self.written.lock() {
+            known.extend(m.keys().cloned());
+        }
+        for (ns, name) in unlisted(&known, listed) {
+            let key = format!("{ns}/{name}");
+            info!(control_plane = %key, "control plane gone while the watch was down; forgetting it");
+            self.forget(&key);
+            self.metrics.forget(ns, name);
+            self.workloads.remove_owned_by(&ObjectRef::new(name).within(ns));
+        }
+    }
+
     /// The Cluster of a control plane: its owner, else a Cluster whose `controlPlaneRef` names it.
     pub fn cluster_of(&self, mcp: &MicroK8sControlPlane) -> Option<Arc<Cluster>> {
         let ns = mcp.metadata.namespace.as_deref().unwrap_or_default();
@@ -320,6 +349,19 @@ impl Context {
                     .is_some_and(|r| refers_to_control_plane(r) && r.name == name)
         })
     }
+}
+
+/// The `(namespace, name)` of the control planes `known` (by `namespace/name`) that are not
+/// `listed`.
+fn unlisted<'k>(
+    known: &'k std::collections::BTreeSet<String>,
+    listed: &std::collections::HashSet<String>,
+) -> Vec<(&'k str, &'k str)> {
+    known
+        .iter()
+        .filter(|k| !listed.contains(*k))
+        .filter_map(|k| k.split_once('/'))
+        .collect()
 }
 
 /// Whether `obj` shows every value of the merge patch `patch` (`null`: absent).
@@ -569,10 +611,24 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         .reflect(mcp_writer)
         .inspect_ok({
             let ctx = ctx.clone();
-            move |ev| {
-                if let watcher::Event::Delete(mcp) = ev {
-                    ctx.gone(mcp);
-                }
+            let store = mcp_store.clone();
+            move |ev| match ev {
+                watcher::Event::Delete(mcp) => ctx.gone(mcp),
+                // The store holds the complete relist by now (it is reflected first).
+                watcher::Event::InitDone => ctx.gone_unlisted(
+                    &store
+                        .state()
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "{}/{}",
+                                m.metadata.namespace.as_deref().unwrap_or_default(),
+                                m.metadata.name.as_deref().unwrap_or_default()
+                            )
+                        })
+                        .collect(),
+                ),
+                _ => {}
             }
         })
         .applied_objects();
@@ -620,7 +676,17 @@ pub fn error_policy(mcp: Arc<MicroK8sControlPlane>, err: &Error, ctx: Arc<Contex
 
 #[cfg(test)]
 mod tests {
-    use super::{Expect, Written, contains, effective_status, push_expectation, record_fresh, shows, still_fresh};
+    use super::{
+        Expect, Written, contains, effective_status, push_expectation, record_fresh, shows, still_fresh, unlisted,
+    };
+
+    #[test]
+    fn a_relist_without_a_known_control_plane_names_it_gone() {
+        let known = ["a/cp", "a/other", "b/cp"].map(String::from).into_iter().collect();
+        let listed = ["a/cp", "c/new"].map(String::from).into_iter().collect();
+        assert_eq!(unlisted(&known, &listed), [("a", "other"), ("b", "cp")]);
+        assert!(unlisted(&known, &known.iter().cloned().collect()).is_empty());
+    }
     use mk8s_api::MicroK8sControlPlaneStatus;
     use serde_json::json;
     use std::collections::HashMap;

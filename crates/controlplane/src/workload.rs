@@ -451,6 +451,14 @@ impl Workloads {
         }
     }
 
+    /// The control planes whose workload clusters are watched.
+    pub fn owners(&self) -> Vec<ObjectRef<MicroK8sControlPlane>> {
+        self.entries
+            .lock()
+            .map(|e| e.values().map(|e| e.owner.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Stops every watch.
     pub fn stop_all(&self) {
         if let Ok(mut entries) = self.entries.lock() {
@@ -487,6 +495,14 @@ fn workload_backoff() -> WatchBackoff {
         Duration::from_secs(5),
         Duration::from_secs(120),
     )
+}
+
+/// Drops the fingerprints under `prefix` of objects a relist no longer shows: a Node or pod
+/// deleted while the watch was down has no Delete event, and its entry would stay for the
+/// life of the workload watch.
+fn forget_unlisted(seen: &mut HashMap<String, u64>, prefix: &str, listed: impl Iterator<Item = String>) {
+    let listed: std::collections::HashSet<String> = listed.collect();
+    seen.retain(|key, _| key.strip_prefix(prefix).is_none_or(|name| listed.contains(name)));
 }
 
 async fn watch(
@@ -549,6 +565,8 @@ async fn watch(
                 match &e {
                     watcher::Event::InitDone => {
                         update(&w.state, |s| !std::mem::replace(&mut s.nodes_synced, true));
+                        let live = node_writer.as_reader().state();
+                        forget_unlisted(&mut seen, "node/", live.iter().map(|n| n.name_any()));
                         wake_now = true;
                     }
                     watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
@@ -570,6 +588,8 @@ async fn watch(
                 match &e {
                     watcher::Event::InitDone => {
                         update(&w.state, |s| !std::mem::replace(&mut s.pods_synced, true));
+                        let live = pod_writer.as_reader().state();
+                        forget_unlisted(&mut seen, "pod/", live.iter().map(|p| p.name_any()));
                         wake_now = true;
                     }
                     watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
@@ -602,6 +622,21 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relist_forgets_fingerprints_of_objects_it_no_longer_shows() {
+        let mut seen: HashMap<String, u64> = [("node/a", 1), ("node/b", 2), ("pod/b", 3), ("pod/c", 4)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        // The Node relist shows only `a`: `node/b` goes, the pods are the pod relist's business.
+        forget_unlisted(&mut seen, "node/", ["a".to_string()].into_iter());
+        let mut keys: Vec<_> = seen.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["node/a", "pod/b", "pod/c"]);
+        forget_unlisted(&mut seen, "pod/", std::iter::empty());
+        assert_eq!(seen.into_keys().collect::<Vec<_>>(), ["node/a"]);
+    }
 
     #[test]
     fn a_slimmed_node_keeps_what_decisions_read_and_nothing_else() {
