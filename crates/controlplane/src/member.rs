@@ -179,7 +179,7 @@ pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: Acti
             PodPhase::Missing if st.message.is_some() && maybe_joined_without_node(cp, m) => plan_removal(cp, m),
             PodPhase::Missing if st.message.is_some() => {
                 // A failed attempt: retry with a new pod after a pause growing with failures.
-                let pause = Duration::from_secs(15 * u64::from(st.failures.clamp(1, 12)));
+                let pause = crate::upgrade::retry_pause(st.failures);
                 if age < pause {
                     HookNext::Wait(
                         Some(pause - age),

@@ -359,6 +359,13 @@ pub struct ActionLimits {
     pub attempts: u32,
 }
 
+/// The pause before the next attempt of a node action after `failures` failed ones: 15 s
+/// per failure, at most 3 minutes. An attempt the workload cluster refuses fails at once, so
+/// without it every attempt would be spent within a second.
+pub fn retry_pause(failures: u32) -> Duration {
+    Duration::from_secs(15 * u64::from(failures.clamp(1, 12)))
+}
+
 fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     let secs = now.as_second().saturating_sub(since.as_second());
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
@@ -435,6 +442,16 @@ pub fn in_place_next(
             ),
         ),
         InPlacePhase::Refreshing => match pod {
+            PodPhase::Missing if st.failures > 0 && age < retry_pause(st.failures) => InPlaceNext::Wait(
+                Some(retry_pause(st.failures) - age),
+                format!(
+                    "retrying the snap refresh of node {} to {} after {} failed attempt(s): {}",
+                    st.node,
+                    st.channel,
+                    st.failures,
+                    st.message.as_deref().unwrap_or("unknown error")
+                ),
+            ),
             PodPhase::Missing => InPlaceNext::CreatePod,
             PodPhase::Succeeded => InPlaceNext::PodDone,
             PodPhase::Failed => fail(format!(
@@ -689,6 +706,19 @@ mod tests {
         assert!(matches!(
             next(&s, "1.33", PodPhase::Failed),
             InPlaceNext::Failed { give_up: false, .. }
+        ));
+        // After a failed attempt the next pod waits for the pause (15 s per failure).
+        let retried = state(InPlacePhase::Refreshing, 990, 1);
+        assert!(matches!(
+            next(&retried, "1.33", PodPhase::Missing),
+            InPlaceNext::Wait(Some(d), m) if d == Duration::from_secs(5) && m.contains("after 1 failed attempt")
+        ));
+        let retried = state(InPlacePhase::Refreshing, 985, 1);
+        assert_eq!(next(&retried, "1.33", PodPhase::Missing), InPlaceNext::CreatePod);
+        let retried = state(InPlacePhase::Refreshing, 975, 2);
+        assert!(matches!(
+            next(&retried, "1.33", PodPhase::Missing),
+            InPlaceNext::Wait(Some(d), _) if d == Duration::from_secs(5)
         ));
         let old = state(InPlacePhase::Refreshing, 800, 2);
         assert!(matches!(

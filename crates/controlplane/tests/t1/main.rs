@@ -1089,14 +1089,10 @@ async fn a_removal_stranded_on_a_node_that_went_down_retries_elsewhere() {
     ctl.stop().await;
 }
 
-/// A removal pod the workload cluster refuses (here an admission policy; in real clusters
-/// also Pod Security or a policy engine's webhook) is a failed attempt, explained on the Machine and in a
-/// Warning Event, and retried after a pause — not a reconcile error repeated in silence. Once
-/// the workload cluster admits the pod, the removal goes through.
-#[tokio::test]
-async fn a_removal_pod_the_workload_cluster_refuses_is_explained_and_retried() {
-    let Some(plane) = plane().await else { return };
-    let (env, fake, ctl) = settled_control_plane(plane, "refused", 3).await;
+/// Has the workload cluster of `env` refuse every pod in the node action namespace (a
+/// ValidatingAdmissionPolicy, in force when this returns); deleting the binding named
+/// `no-action-pods` lifts it.
+async fn deny_action_pods(env: &Env) -> Api<kube::api::DynamicObject> {
     let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.wclient.clone());
     if nss.get_opt("microk8s-capi-system").await.unwrap().is_none() {
         let ns = serde_json::from_value(json!({"metadata": {"name": "microk8s-capi-system"}})).unwrap();
@@ -1144,6 +1140,18 @@ async fn a_removal_pod_the_workload_cluster_refuses_is_explained_and_retried() {
     })
     .await;
 
+    bindings
+}
+
+/// A removal pod the workload cluster refuses (here an admission policy; in real clusters
+/// also Pod Security or a policy engine's webhook) is a failed attempt, explained on the Machine and in a
+/// Warning Event, and retried after a pause — not a reconcile error repeated in silence. Once
+/// the workload cluster admits the pod, the removal goes through.
+#[tokio::test]
+async fn a_removal_pod_the_workload_cluster_refuses_is_explained_and_retried() {
+    let Some(plane) = plane().await else { return };
+    let (env, fake, ctl) = settled_control_plane(plane, "refused", 3).await;
+    let bindings = deny_action_pods(&env).await;
     let victim = env.cp_machines().await[0].name_any();
     env.api(&machine_ar())
         .delete(&victim, &DeleteParams::default())
@@ -1197,6 +1205,102 @@ async fn a_removal_pod_the_workload_cluster_refuses_is_explained_and_retried() {
     .await;
     let removals: Vec<_> = fake.log(|l| l.actions.iter().filter(|a| a.0 == "dqlite-remove").cloned().collect());
     assert_eq!(removals.len(), 1, "{removals:?}");
+    ctl.stop().await;
+}
+
+/// An in-place upgrade whose snap refresh pod the workload cluster refuses: each refusal is
+/// a failed attempt explained on the Machine and in an Event; after the last one the upgrade
+/// waits for its user, and removing the annotation (once the policy is lifted) upgrades.
+#[tokio::test]
+async fn an_in_place_refresh_the_workload_cluster_refuses_is_explained_then_given_up() {
+    let Some(plane) = plane().await else { return };
+    let cfg = mk8s_controlplane::ControllerConfig {
+        node_action_attempts: 2,
+        ..test_config()
+    };
+    let (env, fake, ctl) = settled_control_plane_with(plane, "refusedup", 1, cfg).await;
+    let bindings = deny_action_pods(&env).await;
+    let name = env.cp_machines().await[0].name_any();
+    env.patch_mcp(json!({"spec": {"version": "v1.34.0"}})).await;
+    let key = "microk8s.controlplane.cluster.x-k8s.io/in-place-upgrade";
+    let state = || async {
+        let m = env.api(&machine_ar()).get(&name).await.unwrap();
+        annotation(&m, key).and_then(|v| serde_json::from_str::<Value>(v).ok())
+    };
+    let first = wait_for_value(
+        || async { state().await.filter(|s| s["failures"].as_u64() >= Some(1)) },
+        "the refused attempt recorded on the machine",
+    )
+    .await;
+    let message = first["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused") && message.contains("site policy"),
+        "the workload cluster's reason: {first}"
+    );
+    let last = wait_for_value(
+        || async { state().await.filter(|s| s["phase"] == "Failed") },
+        "the upgrade given up after its attempts",
+    )
+    .await;
+    assert_eq!(last["failures"], 2, "{last}");
+    let at = |s: &Value| {
+        s["since"]
+            .as_str()
+            .unwrap()
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap()
+    };
+    assert!(
+        at(&last).duration_since(at(&first)).as_secs() >= 15,
+        "the second attempt waited for the pause: {first} {last}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), &env.ns);
+    let reasons = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.note.as_deref().is_some_and(|n| n.contains("refused")))
+        .filter_map(|e| e.reason)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert!(
+        reasons.contains("InPlaceUpgradeRetrying") && reasons.contains("InPlaceUpgradeFailed"),
+        "{reasons:?}"
+    );
+    assert!(
+        fake.log(|l| l.actions.iter().all(|a| a.0 != "snap-refresh")),
+        "no refresh pod ran"
+    );
+    // The user lifts the policy and asks for a retry: the upgrade goes through.
+    bindings
+        .delete("no-action-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.wclient.clone(), "microk8s-capi-system");
+    let probe: Pod = serde_json::from_value(json!({"metadata": {"name": "probe"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+    .unwrap();
+    env.wait("the policy lifted", || async {
+        pods.create(&PostParams::default(), &probe).await.is_ok()
+    })
+    .await;
+    pods.delete("probe", &DeleteParams::default()).await.unwrap();
+    env.api(&machine_ar())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
+        )
+        .await
+        .unwrap();
+    env.wait("upgraded in place", || async {
+        let ms = env.cp_machines().await;
+        ms.len() == 1 && ms[0].name_any() == name && ms[0].data["spec"]["version"] == "v1.34.0"
+    })
+    .await;
+    let refreshes: Vec<_> = fake.log(|l| l.actions.iter().filter(|a| a.0 == "snap-refresh").cloned().collect());
+    assert_eq!(refreshes.len(), 1, "{refreshes:?}");
     ctl.stop().await;
 }
 
