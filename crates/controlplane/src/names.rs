@@ -82,8 +82,11 @@ pub const MACHINE_FINALIZER: &str = "machine.cluster.x-k8s.io";
 
 /// Alphabet of generated suffixes (the apiserver's and CAPI's `SimpleNameGenerator`).
 const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-/// Longest base kept before the suffix (CAPI's).
-const MAX_BASE: usize = 58;
+/// Longest base kept before `-` and the suffix: names stay within 63 characters, a DNS label
+/// (infrastructure providers use Machine names as hostnames) and a label value (node action
+/// pods carry the Machine's name in one). CAPI's generator keeps 58 characters of a base that
+/// already ends with the dash.
+const MAX_BASE: usize = 57;
 
 /// A random 5-character suffix.
 pub fn random_suffix() -> String {
@@ -93,7 +96,8 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
-/// `<base>-<suffix>` with the base cut to 58 characters (as CAPI's name generator).
+/// `<base>-<suffix>` with the base cut to 57 characters: at most 63 in all, as CAPI's name
+/// generator.
 pub fn with_suffix(base: &str, suffix: &str) -> String {
     let mut base: String = base.chars().take(MAX_BASE).collect();
     while base.ends_with('-') || base.ends_with('.') {
@@ -122,11 +126,11 @@ mod tests {
     fn long_bases_are_cut() {
         let long = "a".repeat(80);
         let n = with_suffix(&long, "bcdfg");
-        assert_eq!(n.len(), 58 + 6);
+        assert_eq!(n.len(), 63, "a DNS label and a label value at most");
         assert_eq!(with_suffix("cp", "x2x2x"), "cp-x2x2x");
         assert_eq!(
-            with_suffix(&format!("{}-b", "a".repeat(57)), "zzzzz"),
-            format!("{}-zzzzz", "a".repeat(57))
+            with_suffix(&format!("{}-b", "a".repeat(56)), "zzzzz"),
+            format!("{}-zzzzz", "a".repeat(56))
         );
     }
 }
