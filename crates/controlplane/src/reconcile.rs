@@ -1290,7 +1290,7 @@ impl<'a> Rec<'a> {
                     "Remediating",
                     format!(
                         "deleting unhealthy machine {name} (remediation {} in a row)",
-                        d.retry_count + 1
+                        d.retry_count.saturating_add(1)
                     ),
                 )
             }

@@ -150,7 +150,7 @@ pub fn decide(cp: &ControlPlane) -> RemediationDecision {
                 .as_second()
                 .saturating_add(secs(limits.min_healthy_period))
     {
-        retry_count = prev.retry_count + 1;
+        retry_count = prev.retry_count.saturating_add(1);
         if let Some(max) = limits.max_retry
             && retry_count > max
         {
@@ -160,7 +160,7 @@ pub fn decide(cp: &ControlPlane) -> RemediationDecision {
                     "machine {} replaces {}, remediated {} times in a row: spec.remediation.maxRetry ({max}) is reached; investigate, then delete the machine by hand",
                     target.name,
                     prev.machine,
-                    prev.retry_count + 1
+                    prev.retry_count.saturating_add(1)
                 ),
                 None,
             );
@@ -335,6 +335,29 @@ mod tests {
             panic!()
         };
         assert_eq!(data.retry_count, 0, "healthy long enough: a new problem");
+    }
+
+    #[test]
+    fn an_edited_retry_count_at_its_limit_still_blocks() {
+        let mut b = unhealthy(healthy("b", 2, "v1.33.0"));
+        b.remediation_for = Some(RemediationData {
+            machine: "old".into(),
+            timestamp: Timestamp::from_second(100_000 - 60).unwrap(),
+            retry_count: i32::MAX,
+        });
+        let mut cp = cp(
+            3,
+            "v1.33.0",
+            vec![healthy("a", 1, "v1.33.0"), b, healthy("c", 3, "v1.33.0")],
+        );
+        cp.desired.remediation.max_retry = Some(5);
+        assert!(matches!(
+            decide(&cp),
+            RemediationDecision::Blocked {
+                reason: "CannotBeRemediated",
+                ..
+            }
+        ));
     }
 
     #[test]
