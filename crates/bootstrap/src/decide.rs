@@ -312,6 +312,13 @@ fn regenerate_or_decide(facts: &Facts<'_>, machine: &Machine, cluster: &Cluster)
             message: format!("{e}: fix spec.version of the Machine (or of its MachineDeployment / control plane)"),
         };
     }
+    // What rendering would refuse, said now rather than after the waits for the control plane.
+    if let Err(e) = mk8s_cloudinit::validate_spec(&facts.config.spec, &version) {
+        return Plan::Invalid {
+            reason: reason::INVALID_CONFIGURATION,
+            message: e.to_string(),
+        };
+    }
     let recorded = facts
         .config
         .metadata
@@ -722,6 +729,26 @@ mod tests {
             let m = machine(true, json!({"spec": {"version": v}}));
             let p = plan(&cfg, Owner::Machine(&m), Some(&c), DataSecret::Absent);
             assert_eq!(reason_of(&p), reason::INVALID_CONFIGURATION, "{v}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn a_spec_rendering_would_refuse_is_invalid_before_any_wait() {
+        let c = cluster(json!({}));
+        let worker = machine(false, json!({}));
+        let good = config(
+            json!({"spec": {"initConfiguration": {"snapstoreProxyDomain": "snap.example:8443", "snapstoreProxyId": "x"}}}),
+        );
+        let p = plan(&good, Owner::Machine(&worker), Some(&c), DataSecret::Absent);
+        assert!(!matches!(p, Plan::Invalid { .. }), "{p:?}");
+        for bad in [
+            json!({"snapstoreProxyDomain": "https://snap.example", "snapstoreProxyId": "x"}),
+            json!({"extraWriteFiles": [{"path": "/etc/dir/", "content": "", "owner": "root:root", "permissions": "0644"}]}),
+            json!({"addons": ["dns", ""]}),
+        ] {
+            let cfg = config(json!({"spec": {"initConfiguration": bad.clone()}}));
+            let p = plan(&cfg, Owner::Machine(&worker), Some(&c), DataSecret::Absent);
+            assert_eq!(reason_of(&p), reason::INVALID_CONFIGURATION, "{bad}: {p:?}");
         }
     }
 

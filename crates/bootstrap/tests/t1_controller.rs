@@ -880,8 +880,9 @@ async fn runs_with_the_generated_least_privilege_rbac() {
 }
 
 /// A control plane machine whose init data cannot be rendered (strict confinement on a
-/// Kubernetes version older than 1.25) says why and gives the init lock back, so that another
-/// control plane machine can initialize the cluster.
+/// Kubernetes version older than 1.25) says why and holds no init lock (it is refused before
+/// taking one; a render that fails later gives it back), so that another control plane
+/// machine can initialize the cluster.
 #[tokio::test]
 async fn init_data_that_cannot_be_rendered_gives_the_lock_back() {
     let Some(env) = env("unrenderable").await else { return };

@@ -240,7 +240,7 @@ pub use channel::{Channel, FIRST_STRICT_TRACK, install_channel};
 pub use check::check;
 pub use error::RenderError;
 pub use model::{CloudConfig, RunCmd, WriteFile};
-pub use roles::{CaFiles, RenderInput, Role, cloud_config};
+pub use roles::{CaFiles, RenderInput, Role, cloud_config, validate_spec};
 pub use scripts::scripts;
 pub use validate::JOIN_TOKEN_LEN;
 pub use yaml::HEADER;

@@ -287,6 +287,18 @@ pub(crate) fn needs_implicit_dns(addons: &[String]) -> bool {
     !addons.iter().any(|a| a.contains("dns"))
 }
 
+/// Checks what [`cloud_config`] checks of a config spec alone for `kubernetes_version` (the
+/// version, the install channel, proxies, snap store proxy, addons, kubelet arguments, extra
+/// files, refresh hold and join token TTL), so that a bad spec is reported before any wait for
+/// the cluster's facts (tokens, CA, endpoint, join addresses) that rendering also needs.
+pub fn validate_spec(spec: &MicroK8sConfigSpec, kubernetes_version: &str) -> Result<(), RenderError> {
+    let empty = InitConfiguration::default();
+    let init = spec.init_configuration.as_ref().unwrap_or(&empty);
+    KubeVersion::parse(kubernetes_version)?;
+    install_channel(kubernetes_version, init)?;
+    settings(init).map(|_| ())
+}
+
 /// Builds the cloud-config of one machine. See the crate documentation for the contract.
 pub fn cloud_config(input: &RenderInput<'_>) -> Result<CloudConfig, RenderError> {
     let empty = InitConfiguration::default();

@@ -229,6 +229,9 @@ pub struct Desired {
     pub rollout_after: Option<Timestamp>,
     /// `spec.remediation`.
     pub remediation: RemediationSpec,
+    /// What rendering a new machine's bootstrap data would refuse in `controlPlaneConfig`:
+    /// no machine is created or replaced meanwhile, while work in flight goes on.
+    pub config_problem: Option<crate::spec::SpecProblem>,
 }
 
 impl Desired {
@@ -358,6 +361,7 @@ pub(crate) mod fixtures {
             strategy: UpgradeStrategy::Smart,
             max_surge: 1,
             config: MicroK8sConfigSpec::default().normalized(),
+            config_problem: None,
             template: TemplateRef {
                 group: "infrastructure.cluster.x-k8s.io".into(),
                 kind: "SimMachineTemplate".into(),

@@ -129,6 +129,8 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
     };
     p.step = if let Some(vp) = version_problem {
         Step::Wait(vp.message())
+    } else if let Some(problem) = &cp.desired.config_problem {
+        Step::Wait(problem.message.clone())
     } else if let Some(b) = busy.filter(|_| !remediates_failed_in_place(cp, &remediation)) {
         Step::Wait(b)
     } else if let Some(d) = cp.machines.iter().find(|m| m.deleting) {
@@ -355,6 +357,13 @@ mod tests {
         assert!(matches!(p.step, Step::Wait(_)));
         let busy = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0")]);
         assert!(matches!(plan(&busy, Some("x".into()), None).step, Step::Wait(m) if m == "x"));
+        // A config no new machine could render with: nothing is created (not even the first).
+        let mut bad = cp(3, "v1.33.0", vec![]);
+        bad.desired.config_problem = Some(crate::spec::SpecProblem {
+            reason: "InvalidControlPlaneConfig",
+            message: "spec.controlPlaneConfig.initConfiguration.httpProxy: bad".into(),
+        });
+        assert!(matches!(plan(&bad, None, Some(true)).step, Step::Wait(m) if m.contains("httpProxy")));
         let mut del = healthy("b", 2, "v1.33.0");
         del.deleting = true;
         let d = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), del]);

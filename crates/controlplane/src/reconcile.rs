@@ -281,6 +281,11 @@ impl<'a> Rec<'a> {
                 return Ok(Action::await_change());
             }
         };
+        if let Some(p) = &desired.config_problem
+            && self.condition_changed(types::SPEC_VALID, p.reason)
+        {
+            self.ctx.events.warning(self.mcp, p.reason, p.message.clone()).await;
+        }
         if !cluster.infrastructure_ready() {
             self.patch_status(status::waiting(
                 &self.prev(),

@@ -115,11 +115,24 @@ pub fn validate(spec: &MicroK8sControlPlaneSpec) -> Result<Desired, Vec<SpecProb
             format!("spec.controlPlaneConfig.{e}"),
         ));
     }
-    if let Some(v) = &version
-        && let Err(e) = mk8s_cloudinit::install_channel(&v.to_string(), &init)
-    {
-        problems.push(problem("InvalidControlPlaneConfig", e.to_string()));
-    }
+    // What rendering the machines' bootstrap data would refuse: said before a machine exists
+    // (a first machine that cannot render never initializes the cluster). Not fatal: only new
+    // machines need the config, so removals, upgrades in place and the kubeconfig go on.
+    let config_problem = version
+        .as_ref()
+        .filter(|_| init.risk_level().is_ok() && init.confinement().is_ok())
+        .and_then(|v| mk8s_cloudinit::validate_spec(&config, &v.to_string()).err())
+        .map(|e| {
+            let message = match e {
+                mk8s_cloudinit::RenderError::StrictConfinementUnsupported { .. }
+                | mk8s_cloudinit::RenderError::Version(_) => e.to_string(),
+                e => format!("spec.controlPlaneConfig.{e}"),
+            };
+            problem(
+                "InvalidControlPlaneConfig",
+                format!("{message}; no control plane machine is created until it is fixed"),
+            )
+        });
     match (version, strategy, template, replicas) {
         (Some(version), Some(strategy), Some(template), Some(replicas)) if problems.is_empty() => {
             let rem = spec.remediation.clone().unwrap_or_default();
@@ -138,6 +151,7 @@ pub fn validate(spec: &MicroK8sControlPlaneSpec) -> Result<Desired, Vec<SpecProb
                     retry_period: secs(rem.retry_period_seconds, 0),
                     min_healthy_period: secs(rem.min_healthy_period_seconds, 3600),
                 },
+                config_problem,
             })
         }
         _ => Err(problems),
@@ -223,6 +237,55 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert_eq!(validate(&s).unwrap_err()[0].reason, "InvalidControlPlaneConfig");
+        let problem = validate(&s).unwrap().config_problem.unwrap();
+        assert_eq!(problem.reason, "InvalidControlPlaneConfig");
+        assert!(problem.message.contains("strict confinement"), "{}", problem.message);
+    }
+
+    #[test]
+    fn what_rendering_would_refuse_is_a_spec_problem_before_any_machine_but_not_fatal() {
+        let with = |init: InitConfiguration| {
+            let mut s = spec();
+            s.control_plane_config = Some(MicroK8sConfigSpec {
+                init_configuration: Some(init),
+                ..Default::default()
+            });
+            validate(&s)
+        };
+        let bad = [
+            InitConfiguration {
+                snapstore_proxy_domain: Some("https://snap.example".into()),
+                snapstore_proxy_id: Some("id".into()),
+                ..Default::default()
+            },
+            InitConfiguration {
+                http_proxy: Some("http://proxy:3128\nrm -rf /".into()),
+                ..Default::default()
+            },
+            InitConfiguration {
+                join_token_ttl_in_secs: Some(0),
+                ..Default::default()
+            },
+        ];
+        for init in bad {
+            let p = with(init.clone()).unwrap().config_problem.unwrap();
+            assert_eq!(p.reason, "InvalidControlPlaneConfig");
+            assert!(
+                p.message.starts_with("spec.controlPlaneConfig.initConfiguration."),
+                "{}",
+                p.message
+            );
+        }
+        assert!(
+            with(InitConfiguration {
+                snapstore_proxy_domain: Some("snap.example:8443".into()),
+                snapstore_proxy_id: Some("id".into()),
+                http_proxy: Some("http://proxy:3128".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .config_problem
+            .is_none()
+        );
     }
 }

@@ -219,6 +219,11 @@ pub fn compute(
     let outdated = outdated_machines(cp, plan);
     let activity = activity(desired, current, all, outdated);
     let mut note = step_note(plan);
+    // A creation that failed (a missing template, a refused clone) says so where a v1beta2
+    // reader looks, not only in the v1beta1 `MachinesCreated`.
+    if let Some((_, message)) = &extra.creation_error {
+        note = Some(format!("creating a machine failed: {message}"));
+    }
     if !extra.in_flight.is_empty() {
         let joined = extra.in_flight.join("; ");
         note = Some(match note {
@@ -283,7 +288,14 @@ pub fn compute(
     set(if initialized {
         Condition::true_(INITIALIZED, "Initialized", "")
     } else if cp.machines.is_empty() {
-        Condition::false_(INITIALIZED, "WaitingForMachines", "no control plane machine yet")
+        Condition::false_(
+            INITIALIZED,
+            "WaitingForMachines",
+            match &extra.creation_error {
+                Some((_, message)) => format!("no control plane machine yet: creating one failed: {message}"),
+                None => "no control plane machine yet".into(),
+            },
+        )
     } else {
         Condition::false_(
             INITIALIZED,
@@ -412,14 +424,15 @@ pub fn compute(
             format!("machine {machine} needs remediation: {message}"),
         ),
     });
-    let spec_valid = match &plan.version_problem {
-        Some(vp) => Condition::false_(SPEC_VALID, vp.reason(), vp.message()),
-        None if cp.desired.replicas_defaulted => Condition::true_(
+    let spec_valid = match (&plan.version_problem, &cp.desired.config_problem) {
+        (Some(vp), _) => Condition::false_(SPEC_VALID, vp.reason(), vp.message()),
+        (None, Some(p)) => Condition::false_(SPEC_VALID, p.reason, p.message.clone()),
+        (None, None) if cp.desired.replicas_defaulted => Condition::true_(
             SPEC_VALID,
             "ReplicasDefaulted",
             "spec.replicas is not set: using 1 (set it explicitly; 3 tolerates the loss of a node)",
         ),
-        None => Condition::true_(SPEC_VALID, "Valid", ""),
+        (None, None) => Condition::true_(SPEC_VALID, "Valid", ""),
     };
     set(spec_valid.clone());
     set(if desired % 2 == 0 {
@@ -1018,6 +1031,35 @@ mod tests {
         let st = status_of(&down);
         assert_eq!(cond(&st, SPEC_VALID).reason, "DowngradeNotSupported");
         assert_eq!(cond(&st, ROLLING_OUT).reason, "DowngradeNotSupported");
+    }
+
+    #[test]
+    fn a_failed_creation_is_shown_in_the_v1beta2_conditions() {
+        let mut empty = cp(1, "v1.33.0", vec![]);
+        empty.was_initialized = false;
+        empty.nodes.clear();
+        let extra = Extra {
+            creation_error: Some((
+                "InfrastructureTemplateCloningFailed".into(),
+                "SimMachineTemplate \"tpl\" not found".into(),
+            )),
+            ..Default::default()
+        };
+        let st = compute(
+            &empty,
+            &plan(&empty, None, Some(true)),
+            &MicroK8sControlPlaneStatus::default(),
+            &extra,
+            Some(3),
+            &now(),
+        );
+        for ty in [SCALING_UP, INITIALIZED] {
+            assert!(
+                cond(&st, ty).message.contains("creating") && cond(&st, ty).message.contains("not found"),
+                "{ty}: {:?}",
+                cond(&st, ty)
+            );
+        }
     }
 
     #[test]

@@ -604,14 +604,35 @@ async fn pause_bad_inputs_and_canonical_kubeconfig() {
     })
     .await;
     assert!(env.cp_machines().await.is_empty());
+    // ...and in the v1beta2 conditions a user reads.
+    env.wait_condition(
+        "ScalingUp",
+        |c| c.message.contains("creating a machine failed") && c.message.contains("missing"),
+        "the failed creation in ScalingUp",
+    )
+    .await;
     // Canonical's kubeconfig was replaced by a compliant one.
     env.wait("the kubeconfig adopted", || async {
         let s = env.secrets().get("c1-kubeconfig").await.unwrap();
         s.type_.as_deref() == Some("cluster.x-k8s.io/secret") && !s.owner_references().is_empty()
     })
     .await;
-    // Fix the template: a machine appears, no orphaned infrastructure machines.
-    env.patch_mcp(json!({"spec": {"machineTemplate": {"infrastructureTemplate": {"name": "tpl"}}}}))
+    // Fix the template but give a config no machine could render with: SpecValid says so
+    // and no machine is created.
+    env.patch_mcp(json!({"spec": {
+        "machineTemplate": {"infrastructureTemplate": {"name": "tpl"}},
+        "controlPlaneConfig": {"initConfiguration": {"snapstoreProxyDomain": "https://snap.example", "snapstoreProxyId": "x"}}}}))
+    .await;
+    env.wait_condition(
+        "SpecValid",
+        |c| c.reason == "InvalidControlPlaneConfig" && c.message.contains("snapstoreProxyDomain"),
+        "the config refused before any machine",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.cp_machines().await.is_empty());
+    // Fix the config: a machine appears, no orphaned infrastructure machines.
+    env.patch_mcp(json!({"spec": {"controlPlaneConfig": {"initConfiguration": {"snapstoreProxyDomain": null, "snapstoreProxyId": null}}}}))
         .await;
     env.wait_settled(1).await;
     let infra = env
