@@ -287,6 +287,27 @@ pub trait ClusterExt {
     fn stale_owner_in(&self, owners: &[OwnerReference]) -> Option<String>;
 }
 
+/// A hash of what the providers read from a Cluster, for watches that wake reconciles only
+/// when it changes: the whole object but its conditions (CAPI rewrites them many times while
+/// a cluster comes up, and the providers decide nothing from them but whether the control
+/// plane is initialized, which stays in) and its bookkeeping metadata (`resourceVersion`,
+/// managed fields).
+pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let initialized = c.control_plane_initialized();
+    let mut c = c.clone();
+    c.metadata.resource_version = None;
+    c.metadata.managed_fields = None;
+    if let Some(st) = c.status.as_mut() {
+        st.conditions.clear();
+        st.deprecated = None;
+    }
+    let bytes = serde_json::to_vec(&c).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (bytes, initialized).hash(&mut h);
+    Some(h.finish())
+}
+
 /// Whether an owner reference points at a CAPI Cluster (any version of the core group).
 pub fn is_cluster_owner(o: &OwnerReference) -> bool {
     o.kind == "Cluster" && o.api_version.strip_prefix(GROUP).is_some_and(|v| v.starts_with('/'))
@@ -521,6 +542,44 @@ mod tests {
                 .unwrap()
                 .is("controlplane.cluster.x-k8s.io", "MicroK8sControlPlane")
         );
+    }
+
+    #[test]
+    fn cluster_fingerprints_ignore_conditions_but_not_what_providers_read() {
+        let c: Cluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
+            "spec": {"controlPlaneEndpoint": {"host": "10.0.0.1", "port": 6443}},
+            "status": {"initialization": {"infrastructureProvisioned": true},
+                       "conditions": [{"type": "Available", "status": "False", "reason": "A", "message": "m1",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+        let fp = cluster_fingerprint(&c);
+        assert!(fp.is_some());
+        let mut noise = c.clone();
+        noise.metadata.resource_version = Some("2".into());
+        noise.status.as_mut().unwrap().conditions[0].message = "m2".into();
+        assert_eq!(cluster_fingerprint(&noise), fp);
+        let edits: [fn(&mut Cluster); 4] = [
+            |c| c.spec.paused = Some(true),
+            |c| {
+                c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ))
+            },
+            |c| c.status.as_mut().unwrap().initialization = None,
+            // v1beta1 reports the initialization as a condition.
+            |c| {
+                c.status.as_mut().unwrap().conditions[0].type_ = "ControlPlaneInitialized".into();
+                c.status.as_mut().unwrap().conditions[0].status = "True".into();
+            },
+        ];
+        for edit in edits {
+            let mut changed = c.clone();
+            edit(&mut changed);
+            assert_ne!(cluster_fingerprint(&changed), fp, "{changed:?}");
+        }
     }
 
     #[test]

@@ -429,12 +429,15 @@ fn owner_or_cluster(
         .and_then(|c| cluster_to_mcp(&c))
 }
 
+/// Watches `api` into `writer` and sends the control plane `map` gives for each object
+/// changed; with `fingerprint`, only when the object's fingerprint changed.
 fn spawn_reflector<K, F>(
     name: &'static str,
     api: Api<K>,
     cfg: watcher::Config,
     writer: reflector::store::Writer<K>,
     map: F,
+    fingerprint: Option<fn(&K) -> Option<u64>>,
     tx: UnboundedSender<ObjectRef<MicroK8sControlPlane>>,
 ) -> tokio::task::JoinHandle<()>
 where
@@ -443,12 +446,17 @@ where
     F: Fn(&K) -> Option<ObjectRef<MicroK8sControlPlane>> + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut s = watcher(api, cfg)
+        let touched = watcher(api, cfg)
             .backoff(WatchBackoff::management())
             .modify(|o: &mut K| crate::machines::slim_metadata(o.meta_mut()))
             .reflect(writer)
-            .touched_objects()
-            .boxed();
+            .touched_objects();
+        let mut s = match fingerprint {
+            Some(f) => touched
+                .predicate_filter(f, kube::runtime::PredicateConfig::default())
+                .boxed(),
+            None => touched.boxed(),
+        };
         while let Some(ev) = s.next().await {
             match ev {
                 Ok(obj) => {
@@ -496,6 +504,9 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         rt.watcher_config(),
         cluster_writer,
         cluster_to_mcp,
+        // CAPI rewrites a Cluster's conditions some thirty times while it comes up; none of
+        // them changes what a control plane decides.
+        Some(mk8s_api::capi::cluster_fingerprint),
         tx.clone(),
     ));
     {
@@ -514,6 +525,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                     &cluster_ar,
                 )
             },
+            None,
             tx.clone(),
         ));
     }
@@ -531,6 +543,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                 .find(|o| o.kind == names::KIND && o.api_version.starts_with(&format!("{}/", names::GROUP)))
                 .map(|o| mcp_ref(&o.name, ns))
         },
+        None,
         tx.clone(),
     ));
     // Secrets: metadata only, all of them (the cache must know which do not exist); feeds the

@@ -325,7 +325,7 @@ impl<'a> Rec<'a> {
     ) -> Result<Action> {
         let client = &self.ctx.rt.client;
         let uid = self.mcp.uid().unwrap_or_default();
-        self.ensure_template_owner(desired, cluster).await;
+        let template = self.ensure_template_owner(desired, cluster).await;
 
         // Kubeconfig and workload cluster.
         let kc = kubeconfig::reconcile(&kubeconfig::Inputs {
@@ -473,7 +473,14 @@ impl<'a> Rec<'a> {
                 why,
             } => {
                 if let Err((reason, message)) = self
-                    .create_machine(&cp, cluster, &version, failure_domain.as_deref(), &why, &uid)
+                    .create_machine(
+                        &cp,
+                        cluster,
+                        template.as_ref(),
+                        &version,
+                        failure_domain.as_deref(),
+                        &why,
+                    )
                     .await
                 {
                     let seen = self
@@ -567,7 +574,10 @@ impl<'a> Rec<'a> {
         (machines::view(m, config, cloned), infra_obj)
     }
 
-    async fn ensure_template_owner(&self, desired: &Desired, cluster: &Cluster) {
+    /// Gives the infrastructure template its Cluster's owner reference (at most every
+    /// [`crate::controller::TEMPLATE_OWNER_TTL`]); returns the template when it read it, for a
+    /// machine created in the same reconcile.
+    async fn ensure_template_owner(&self, desired: &Desired, cluster: &Cluster) -> Option<DynamicObject> {
         let client = &self.ctx.rt.client;
         let t = &desired.template;
         let key = format!(
@@ -585,17 +595,17 @@ impl<'a> Rec<'a> {
             .lock()
             .is_ok_and(|s| crate::controller::still_fresh(&s, &key, Instant::now(), ttl))
         {
-            return;
+            return None;
         }
         let template = match infra::get_template(&self.ctx.kinds, client, &self.ns, t).await {
             Ok(o) => o,
             Err(e) => {
                 debug!(control_plane = %self.key, error = %e, "reading the infrastructure template");
-                return;
+                return None;
             }
         };
         let Ok(ar) = self.ctx.kinds.resolve(client, &t.group, &t.kind).await else {
-            return;
+            return Some(template);
         };
         let owner = OwnerReference {
             api_version: self.ctx.rt.core_version.api_version(),
@@ -612,6 +622,7 @@ impl<'a> Rec<'a> {
             }
             Err(e) => debug!(control_plane = %self.key, error = %e, "setting the template's owner reference"),
         }
+        Some(template)
     }
 
     /// Copies `Machine.spec.providerID` onto Nodes that lack one, matched by address ([`crate::model::node_ips`])
@@ -1310,12 +1321,14 @@ impl<'a> Rec<'a> {
         &self,
         cp: &ControlPlane,
         cluster: &Cluster,
+        template: Option<&DynamicObject>,
         version: &str,
         failure_domain: Option<&str>,
         why: &CreateWhy,
-        uid: &str,
     ) -> std::result::Result<(), (&'static str, String)> {
         let client = &self.ctx.rt.client;
+        let uid = self.mcp.uid().unwrap_or_default();
+        let uid = uid.as_str();
         let t = &cp.desired.template;
         let cluster_name = cluster.name_any();
         let suffix = names::random_suffix();
@@ -1327,9 +1340,13 @@ impl<'a> Rec<'a> {
                 format!("cloning {} {}: {e}", t.kind, t.name),
             )
         };
-        let template = infra::get_template(&self.ctx.kinds, client, &self.ns, t)
-            .await
-            .map_err(infra_err)?;
+        // The copy this reconcile read already, else a fresh one.
+        let template = match template {
+            Some(o) => o.clone(),
+            None => infra::get_template(&self.ctx.kinds, client, &self.ns, t)
+                .await
+                .map_err(infra_err)?,
+        };
         let labels: serde_json::Map<String, serde_json::Value> = machines::required_labels(&cluster_name, &self.name)
             .into_iter()
             .map(|(k, v)| (k, json!(v)))
@@ -1412,21 +1429,25 @@ impl<'a> Rec<'a> {
         let core = self.ctx.rt.core_version;
         let s = machines::settings_json(core, &settings);
         let ssa = PatchParams::apply(names::METADATA_FIELD_MANAGER).force();
-        let _ = self
-            .machines_api()
-            .patch(
-                &name,
-                &ssa,
-                &Patch::Apply(machines::metadata_apply(
-                    &core.api_version(),
-                    "Machine",
+        let has_meta = !meta.labels.is_empty() || !meta.annotations.is_empty();
+        // Nothing to apply (the common case): no request.
+        if has_meta || !s.is_empty() {
+            let _ = self
+                .machines_api()
+                .patch(
                     &name,
-                    &meta,
-                    Some(&s),
-                )),
-            )
-            .await;
-        if !meta.labels.is_empty() || !meta.annotations.is_empty() {
+                    &ssa,
+                    &Patch::Apply(machines::metadata_apply(
+                        &core.api_version(),
+                        "Machine",
+                        &name,
+                        &meta,
+                        Some(&s),
+                    )),
+                )
+                .await;
+        }
+        if has_meta {
             let _ = configs
                 .patch(
                     &name,
