@@ -74,6 +74,86 @@ pub fn template_ref(spec: &MicroK8sControlPlaneSpec) -> Result<TemplateRef, Spec
     ))
 }
 
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?` of at most `max` characters.
+fn is_label_name(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A DNS subdomain: dot-separated lower-case labels, at most 253 characters.
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// A label or annotation key (`[prefix/]name`), as the API server checks it.
+fn is_qualified_name(key: &str) -> bool {
+    match key.rsplit_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name, 63),
+        None => is_label_name(key, 63),
+    }
+}
+
+/// What the API server would refuse in `machineTemplate.metadata` and readiness gates: the
+/// Machines' metadata apply failed on every reconcile, unseen.
+fn machine_template_problem(spec: &MicroK8sControlPlaneSpec) -> Option<SpecProblem> {
+    let meta = spec.machine_template.metadata.clone().unwrap_or_default();
+    let bad = |what: String| {
+        Some(problem(
+            "InvalidMachineTemplate",
+            format!("spec.machineTemplate.{what}; no control plane machine is created until it is fixed"),
+        ))
+    };
+    for (k, v) in &meta.labels {
+        if !is_qualified_name(k) {
+            return bad(format!(
+                "metadata.labels: {k:?} is not a valid label key ([prefix/]name, name at most 63 characters of [A-Za-z0-9-_.])"
+            ));
+        }
+        if !v.is_empty() && !is_label_name(v, 63) {
+            return bad(format!(
+                "metadata.labels[{k:?}]: {v:?} is not a valid label value (at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric)"
+            ));
+        }
+    }
+    if let Some(k) = meta.annotations.keys().find(|k| !is_qualified_name(k)) {
+        return bad(format!("metadata.annotations: {k:?} is not a valid annotation key"));
+    }
+    let size: usize = meta.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > 256 * 1024 {
+        return bad(format!(
+            "metadata.annotations: {size} bytes, more than the 256 KiB the API server allows"
+        ));
+    }
+    let gates = spec
+        .machine_template
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_deref())
+        .unwrap_or_default();
+    if let Some(g) = gates.iter().find(|g| !is_qualified_name(&g.condition_type)) {
+        return bad(format!(
+            "spec.readinessGates: {:?} is not a valid condition type ([prefix/]name)",
+            g.condition_type
+        ));
+    }
+    None
+}
+
 fn secs(v: Option<i32>, default: u64) -> Duration {
     v.and_then(|s| u64::try_from(s).ok())
         .map_or(Duration::from_secs(default), Duration::from_secs)
@@ -133,6 +213,7 @@ pub fn validate(spec: &MicroK8sControlPlaneSpec) -> Result<Desired, Vec<SpecProb
                 format!("{message}; no control plane machine is created until it is fixed"),
             )
         });
+    let config_problem = config_problem.or_else(|| machine_template_problem(spec));
     match (version, strategy, template, replicas) {
         (Some(version), Some(strategy), Some(template), Some(replicas)) if problems.is_empty() => {
             let rem = spec.remediation.clone().unwrap_or_default();
@@ -240,6 +321,52 @@ mod tests {
         let problem = validate(&s).unwrap().config_problem.unwrap();
         assert_eq!(problem.reason, "InvalidControlPlaneConfig");
         assert!(problem.message.contains("strict confinement"), "{}", problem.message);
+    }
+
+    #[test]
+    fn machine_metadata_the_api_server_would_refuse_is_a_spec_problem() {
+        use mk8s_api::bootstrap::ObjectMetaTemplate;
+        use mk8s_api::controlplane::MachineReadinessGate;
+        let with = |labels: &[(&str, &str)], annotations: &[&str], gate: Option<&str>| {
+            let mut s = spec();
+            s.machine_template.metadata = Some(ObjectMetaTemplate {
+                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                annotations: annotations.iter().map(|k| (k.to_string(), "x".to_string())).collect(),
+            });
+            if let Some(g) = gate {
+                s.machine_template.spec = Some(MachineTemplateSpec {
+                    readiness_gates: Some(vec![MachineReadinessGate {
+                        condition_type: g.into(),
+                        polarity: None,
+                    }]),
+                    ..Default::default()
+                });
+            }
+            validate(&s).unwrap().config_problem.map(|p| (p.reason, p.message))
+        };
+        let long = "v".repeat(64);
+        for (labels, annotations, gate) in [
+            (vec![("team name", "x")], vec![], None),
+            (vec![("Example.com/team", "x")], vec![], None),
+            (vec![("team", long.as_str())], vec![], None),
+            (vec![("team", "-x")], vec![], None),
+            (vec![], vec!["a b"], None),
+            (vec![], vec![], Some("my gate")),
+        ] {
+            let p = with(&labels, &annotations, gate);
+            assert!(
+                p.as_ref().is_some_and(|(r, _)| *r == "InvalidMachineTemplate"),
+                "{labels:?} {annotations:?} {gate:?}: {p:?}"
+            );
+        }
+        assert_eq!(
+            with(
+                &[("example.com/team", "a.b-c_d"), ("tier", "")],
+                &["example.com/owner", "note"],
+                Some("example.com/Ready")
+            ),
+            None
+        );
     }
 
     #[test]
