@@ -87,18 +87,27 @@ pub(crate) async fn reconcile(r: &Rec<'_>) -> Result<Action> {
 
     // Workers first, by Cluster API (only while the Cluster exists: without it nothing will
     // delete them, and they must not wedge this).
-    if let (Some(_), Some(c)) = (&cluster, &cluster_name) {
+    if let (Some(cl), Some(c)) = (&cluster, &cluster_name) {
         let workers: Vec<String> = all
             .iter()
             .filter(|m| machines::is_of_cluster(m, c) && !machines::is_control_plane_of(m, c))
             .map(|m| m.name_any())
             .collect();
         if !workers.is_empty() {
-            let msg = format!(
-                "waiting for Cluster API to delete {} worker machine(s): {}",
-                workers.len(),
-                workers.join(", ")
-            );
+            let msg = if cl.metadata.deletion_timestamp.is_some() {
+                format!(
+                    "waiting for Cluster API to delete {} worker machine(s): {}",
+                    workers.len(),
+                    workers.join(", ")
+                )
+            } else {
+                // Only the control plane is being deleted: nothing deletes the workers for it.
+                format!(
+                    "waiting for {} worker machine(s) to be deleted: {}; Cluster {c} is not being deleted, so delete its MachineDeployments (or the Cluster)",
+                    workers.len(),
+                    workers.join(", ")
+                )
+            };
             r.patch_status(status::deleting(
                 &prev,
                 Some(c),
