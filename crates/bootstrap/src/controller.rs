@@ -115,15 +115,13 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         .touched_objects();
     // Woken only when what a config reads of its Cluster changes: CAPI rewrites a Cluster's
     // conditions some thirty times while it comes up, and each woke every config of it.
-    let cluster_stream = watcher(rt.api_with::<Cluster>(&cluster_ar), wc.clone())
-        .backoff(WatchBackoff::management())
-        .modify(|c: &mut Cluster| slim_all(c.meta_mut()))
-        .reflect(cluster_writer)
-        .touched_objects()
-        .predicate_filter(
-            mk8s_api::capi::cluster_fingerprint,
-            kube::runtime::PredicateConfig::default(),
-        );
+    let cluster_stream = mk8s_runtime::changed::changed_objects(
+        watcher(rt.api_with::<Cluster>(&cluster_ar), wc.clone())
+            .backoff(WatchBackoff::management())
+            .modify(|c: &mut Cluster| slim_all(c.meta_mut()))
+            .reflect(cluster_writer),
+        mk8s_api::capi::cluster_fingerprint,
+    );
     let labelled = watcher::Config::default().labels(consts::LABEL_CLUSTER_NAME);
     // Every Secret's metadata (slimmed), not only labelled ones: the cache then proves that a
     // cluster Secret or a data Secret is absent (one a user created without labels included),

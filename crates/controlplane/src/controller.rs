@@ -446,16 +446,13 @@ where
     F: Fn(&K) -> Option<ObjectRef<MicroK8sControlPlane>> + Send + 'static,
 {
     tokio::spawn(async move {
-        let touched = watcher(api, cfg)
+        let events = watcher(api, cfg)
             .backoff(WatchBackoff::management())
             .modify(|o: &mut K| crate::machines::slim_metadata(o.meta_mut()))
-            .reflect(writer)
-            .touched_objects();
+            .reflect(writer);
         let mut s = match fingerprint {
-            Some(f) => touched
-                .predicate_filter(f, kube::runtime::PredicateConfig::default())
-                .boxed(),
-            None => touched.boxed(),
+            Some(f) => mk8s_runtime::changed::changed_objects(events, f).boxed(),
+            None => events.touched_objects().boxed(),
         };
         while let Some(ev) = s.next().await {
             match ev {

@@ -5,6 +5,7 @@
 //! controllers on the [`Runtime`] it is given.
 
 pub mod backoff;
+pub mod changed;
 pub mod client;
 pub mod flags;
 pub mod leader;
