@@ -129,8 +129,6 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
     };
     p.step = if let Some(vp) = version_problem {
         Step::Wait(vp.message())
-    } else if let Some(problem) = &cp.desired.config_problem {
-        Step::Wait(problem.message.clone())
     } else if let Some(b) = busy.filter(|_| !remediates_failed_in_place(cp, &remediation)) {
         Step::Wait(b)
     } else if let Some(d) = cp.machines.iter().find(|m| m.deleting) {
@@ -185,7 +183,26 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
     } else {
         Step::Idle
     };
+    // A spec no new machine could be made from holds the steps that need one (a creation, or
+    // a removal that a replacement follows); a scale-down, an in-place upgrade and the rest go on.
+    if let Some(problem) = &cp.desired.config_problem
+        && needs_new_machine(&p.step)
+    {
+        p.step = Step::Wait(problem.message.clone());
+    }
     p
+}
+
+/// Whether a step creates a machine, or removes one that a new machine replaces.
+fn needs_new_machine(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Create { .. }
+            | Step::Delete {
+                why: DeleteWhy::Rollout | DeleteWhy::Remediation(_),
+                ..
+            }
+    )
 }
 
 /// The machine to remediate is one whose in-place upgrade failed: that failure, which
@@ -357,13 +374,32 @@ mod tests {
         assert!(matches!(p.step, Step::Wait(_)));
         let busy = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0")]);
         assert!(matches!(plan(&busy, Some("x".into()), None).step, Step::Wait(m) if m == "x"));
-        // A config no new machine could render with: nothing is created (not even the first).
-        let mut bad = cp(3, "v1.33.0", vec![]);
-        bad.desired.config_problem = Some(crate::spec::SpecProblem {
+        // A config no new machine could render with: nothing is created (not even the first),
+        // while a scale-down goes on.
+        let problem = Some(crate::spec::SpecProblem {
             reason: "InvalidControlPlaneConfig",
             message: "spec.controlPlaneConfig.initConfiguration.httpProxy: bad".into(),
         });
+        let mut bad = cp(3, "v1.33.0", vec![]);
+        bad.desired.config_problem = problem.clone();
         assert!(matches!(plan(&bad, None, Some(true)).step, Step::Wait(m) if m.contains("httpProxy")));
+        let mut smaller = cp(
+            1,
+            "v1.33.0",
+            vec![
+                healthy("a", 1, "v1.33.0"),
+                healthy("b", 2, "v1.33.0"),
+                healthy("c", 3, "v1.33.0"),
+            ],
+        );
+        smaller.desired.config_problem = problem;
+        assert!(matches!(
+            plan(&smaller, None, Some(true)).step,
+            Step::Delete {
+                why: DeleteWhy::ScaleDown,
+                ..
+            }
+        ));
         let mut del = healthy("b", 2, "v1.33.0");
         del.deleting = true;
         let d = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0"), del]);

@@ -281,11 +281,6 @@ impl<'a> Rec<'a> {
                 return Ok(Action::await_change());
             }
         };
-        if let Some(p) = &desired.config_problem
-            && self.condition_changed(types::SPEC_VALID, p.reason)
-        {
-            self.ctx.events.warning(self.mcp, p.reason, p.message.clone()).await;
-        }
         if !cluster.infrastructure_ready() {
             self.patch_status(status::waiting(
                 &self.prev(),
@@ -524,6 +519,18 @@ impl<'a> Rec<'a> {
 
         // Status.
         let st = status::compute(&cp, &p, &self.prev(), &extra, self.generation, &self.tnow);
+        // One Warning Event when `SpecValid` turns to a spec problem that holds new machines
+        // (computed here: the waiting statuses before do not set `SpecValid`, and a version
+        // problem takes precedence over it).
+        if let Some(problem) = &desired.config_problem
+            && conditions::find(&st.conditions, types::SPEC_VALID).is_some_and(|c| c.reason == problem.reason)
+            && self.condition_changed(types::SPEC_VALID, problem.reason)
+        {
+            self.ctx
+                .events
+                .warning(self.mcp, problem.reason, problem.message.clone())
+                .await;
+        }
         self.report(&cp, &p);
         self.patch_status(st).await?;
 
@@ -1510,9 +1517,11 @@ impl<'a> Rec<'a> {
         let wanted = machines::settings_json(core, &settings);
         let ssa = PatchParams::apply(names::METADATA_FIELD_MANAGER).force();
         let client = &self.ctx.rt.client;
+        // Metadata the API server would refuse (`SpecValid` says so) is not sent at all.
+        let meta_valid = crate::spec::machine_template_problem(&self.mcp.spec).is_none();
         for m in raw.iter().filter(|m| m.metadata.deletion_timestamp.is_none()) {
             let name = m.name_any();
-            if machines::machine_needs_metadata_apply(core, m, &meta, &settings) {
+            if meta_valid && machines::machine_needs_metadata_apply(core, m, &meta, &settings) {
                 let body = machines::metadata_apply(&core.api_version(), "Machine", &name, &meta, Some(&wanted));
                 if let Err(e) = self.machines_api().patch(&name, &ssa, &Patch::Apply(body)).await {
                     warn!(machine = %name, error = %e, "propagating metadata to the Machine");
@@ -1541,6 +1550,7 @@ impl<'a> Rec<'a> {
             // The MicroK8sConfig (from the store).
             if let Some(cfg_ref) = m.spec.base.bootstrap.config_ref.as_ref()
                 && let Some(cfg) = self.ctx.configs.get(&ObjectRef::new(&cfg_ref.name).within(&self.ns))
+                && meta_valid
                 && machines::needs_metadata_apply(&cfg.metadata, &meta, None)
             {
                 let api: Api<mk8s_api::MicroK8sConfig> = Api::namespaced(client.clone(), &self.ns);
@@ -1557,6 +1567,7 @@ impl<'a> Rec<'a> {
             }
             // The infrastructure machine (read while computing the view).
             if let Some((ar, infra_meta)) = infra_objects.get(&name)
+                && meta_valid
                 && machines::needs_metadata_apply(infra_meta, &meta, None)
             {
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &self.ns, ar);

@@ -108,9 +108,28 @@ fn is_qualified_name(key: &str) -> bool {
     }
 }
 
+/// A Machine readiness gate's condition type, as CAPI's schema checks it: `[prefix/]name`
+/// with a lower-case DNS prefix and a name of `[A-Za-z0-9][-A-Za-z0-9_.]*` ending
+/// alphanumeric, at most 316 characters in all (no per-part limits).
+fn is_condition_type(s: &str) -> bool {
+    let dns_label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    };
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    s.len() <= 316 && prefix.is_none_or(|p| p.split('.').all(dns_label)) && is_label_name(name, usize::MAX)
+}
+
 /// What the API server would refuse in `machineTemplate.metadata` and readiness gates: the
 /// Machines' metadata apply failed on every reconcile, unseen.
-fn machine_template_problem(spec: &MicroK8sControlPlaneSpec) -> Option<SpecProblem> {
+pub(crate) fn machine_template_problem(spec: &MicroK8sControlPlaneSpec) -> Option<SpecProblem> {
     let meta = spec.machine_template.metadata.clone().unwrap_or_default();
     let bad = |what: String| {
         Some(problem(
@@ -130,7 +149,8 @@ fn machine_template_problem(spec: &MicroK8sControlPlaneSpec) -> Option<SpecProbl
             ));
         }
     }
-    if let Some(k) = meta.annotations.keys().find(|k| !is_qualified_name(k)) {
+    // The API server checks annotation keys lower-cased (`Example.com/owner` is valid).
+    if let Some(k) = meta.annotations.keys().find(|k| !is_qualified_name(&k.to_lowercase())) {
         return bad(format!("metadata.annotations: {k:?} is not a valid annotation key"));
     }
     let size: usize = meta.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -145,7 +165,7 @@ fn machine_template_problem(spec: &MicroK8sControlPlaneSpec) -> Option<SpecProbl
         .as_ref()
         .and_then(|s| s.readiness_gates.as_deref())
         .unwrap_or_default();
-    if let Some(g) = gates.iter().find(|g| !is_qualified_name(&g.condition_type)) {
+    if let Some(g) = gates.iter().find(|g| !is_condition_type(&g.condition_type)) {
         return bad(format!(
             "spec.readinessGates: {:?} is not a valid condition type ([prefix/]name)",
             g.condition_type
@@ -201,7 +221,7 @@ pub fn validate(spec: &MicroK8sControlPlaneSpec) -> Result<Desired, Vec<SpecProb
     let config_problem = version
         .as_ref()
         .filter(|_| init.risk_level().is_ok() && init.confinement().is_ok())
-        .and_then(|v| mk8s_cloudinit::validate_spec(&config, &v.to_string()).err())
+        .and_then(|v| mk8s_cloudinit::validate_spec(&config.normalized(), &v.to_string()).err())
         .map(|e| {
             let message = match e {
                 mk8s_cloudinit::RenderError::StrictConfinementUnsupported { .. }
@@ -362,11 +382,13 @@ mod tests {
         assert_eq!(
             with(
                 &[("example.com/team", "a.b-c_d"), ("tier", "")],
-                &["example.com/owner", "note"],
+                &["example.com/owner", "note", "Example.com/Owner"],
                 Some("example.com/Ready")
             ),
             None
         );
+        let long_gate = format!("example.com/{}", "G".repeat(100));
+        assert_eq!(with(&[], &[], Some(&long_gate)), None, "no 63-character limit on gates");
     }
 
     #[test]
@@ -390,7 +412,12 @@ mod tests {
                 ..Default::default()
             },
             InitConfiguration {
-                join_token_ttl_in_secs: Some(0),
+                extra_write_files: Some(vec![mk8s_api::bootstrap::CloudInitWriteFile {
+                    path: "/etc/dir/".into(),
+                    content: String::new(),
+                    owner: "root:root".into(),
+                    permissions: "0644".into(),
+                }]),
                 ..Default::default()
             },
         ];
