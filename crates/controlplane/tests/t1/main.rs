@@ -719,6 +719,39 @@ async fn deletion_waits_for_workers_and_keeps_user_secrets() {
     ctl.stop().await;
 }
 
+/// A control plane deleted on its own waits for the workers (and says who must delete them),
+/// and lets go as soon as its Cluster is gone.
+#[tokio::test]
+async fn a_control_plane_deleted_alone_lets_go_when_its_cluster_goes() {
+    let Some(plane) = plane().await else { return };
+    let (env, _fake, ctl) = settled_control_plane(plane, "cpalone", 1).await;
+    env.create(
+        &machine_ar(),
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+               "metadata": {"name": "worker-1", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+               "spec": {"clusterName": "c1", "version": "v1.33.0", "bootstrap": {"dataSecretName": "x"},
+                        "infrastructureRef": {"apiGroup": INFRA_GROUP, "kind": "TestMachine", "name": "w1"}}}),
+    )
+    .await;
+    env.mcps().delete("cp", &DeleteParams::default()).await.unwrap();
+    env.wait_condition(
+        "Deleting",
+        |c| c.message.contains("worker-1") && c.message.contains("is not being deleted"),
+        "waiting for the workers, saying who deletes them",
+    )
+    .await;
+    // The Cluster goes at once (no finalizer here, as after a user removed CAPI's).
+    env.api(&cluster_ar())
+        .delete("c1", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("the control plane gone", || async {
+        env.mcps().get_opt("cp").await.unwrap().is_none()
+    })
+    .await;
+    ctl.stop().await;
+}
+
 /// The controller restarted in the middle of a scale-up creates no duplicate machines.
 #[tokio::test]
 async fn restart_mid_scale_creates_no_duplicates() {
