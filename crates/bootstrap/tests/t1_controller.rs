@@ -828,6 +828,23 @@ async fn restart_mid_way_regenerates_nothing() {
 async fn runs_with_the_generated_least_privilege_rbac() {
     let Some(env) = env("rbac").await else { return };
     // Apply config/rbac/bootstrap.yaml and run as its ServiceAccount.
+    let sa_client = rbac_client(&env, false).await;
+    least_privilege_flow(&env, sa_client).await;
+}
+
+/// The chart's `watchNamespace` mode: the manager's rules granted by a Role in the watched
+/// namespace only (no cluster-wide grant to its ServiceAccount).
+#[tokio::test]
+async fn runs_with_the_generated_rules_as_a_role_in_the_watched_namespace() {
+    let Some(env) = env("rbacrole").await else { return };
+    let sa_client = rbac_client(&env, true).await;
+    least_privilege_flow(&env, sa_client).await;
+}
+
+/// Applies config/rbac/bootstrap.yaml and returns a client of its ServiceAccount; with
+/// `role_only`, another ServiceAccount gets the manager's rules as a Role and RoleBinding in
+/// the test namespace instead, as the chart renders them with `watchNamespace`.
+async fn rbac_client(env: &Env, role_only: bool) -> kube::Client {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rbac/bootstrap.yaml")).unwrap();
     let admin = env.plane.client().await;
@@ -839,27 +856,59 @@ async fn runs_with_the_generated_least_privilege_rbac() {
             &serde_json::from_value(json!({"metadata": {"name": sa_ns}})).unwrap(),
         )
         .await;
-    for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
-        let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), doc["apiVersion"].as_str().unwrap().to_string()),
-        };
-        let kind = doc["kind"].as_str().unwrap();
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(&group, &version, kind));
-        let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
-            Some(ns) => Api::namespaced_with(admin.clone(), ns, &ar),
-            None => Api::all_with(admin.clone(), &ar),
-        };
-        let name = doc["metadata"]["name"].as_str().unwrap().to_string();
-        api.patch(&name, &PatchParams::apply("t1").force(), &Patch::Apply(&doc))
+    let apply = |doc: Value| {
+        let admin = admin.clone();
+        async move {
+            let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), doc["apiVersion"].as_str().unwrap().to_string()),
+            };
+            let kind = doc["kind"].as_str().unwrap();
+            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(&group, &version, kind));
+            let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+                Some(ns) => Api::namespaced_with(admin.clone(), ns, &ar),
+                None => Api::all_with(admin.clone(), &ar),
+            };
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            api.patch(&name, &PatchParams::apply("t1").force(), &Patch::Apply(&doc))
+                .await
+                .unwrap();
+        }
+    };
+    let docs = serde_saphyr::from_multiple::<Value>(&text).unwrap();
+    if !role_only {
+        for doc in docs {
+            apply(doc).await;
+        }
+        return env
+            .plane
+            .client_for_service_account(sa_ns, "capi-microk8s-bootstrap-controller-manager")
             .await
             .unwrap();
     }
-    let sa_client = env
-        .plane
-        .client_for_service_account(sa_ns, "capi-microk8s-bootstrap-controller-manager")
-        .await
+    let rules = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .map(|d| d["rules"].clone())
         .unwrap();
+    let sa = "mk8s-bootstrap-role-only";
+    apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": sa_ns}})).await;
+    apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                 "metadata": {"name": "mk8s-bootstrap-manager", "namespace": env.ns}, "rules": rules}))
+    .await;
+    apply(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "mk8s-bootstrap-manager", "namespace": env.ns},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mk8s-bootstrap-manager"},
+                 "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]}),
+    )
+    .await;
+    env.plane.client_for_service_account(sa_ns, sa).await.unwrap()
+}
+
+/// A control plane and a worker get their data under the client's privileges, with no
+/// reconcile error.
+async fn least_privilege_flow(env: &Env, sa_client: kube::Client) {
     env.cluster("c", true, true).await;
     env.machine("c", "cp", true, Some("v1.33.4"), json!({})).await;
     env.machine("c", "w", false, Some("v1.33.4"), json!({})).await;

@@ -124,7 +124,8 @@ fn crd_template(
     Ok(out)
 }
 
-/// One provider's RBAC template: ServiceAccount, ClusterRole and binding, leader election
+/// One provider's RBAC template: ServiceAccount, ClusterRole and binding (a Role and binding in
+/// the watched namespace when `watchNamespace` is set), leader election
 /// Role and binding, with Canonical's names, in the provider's namespace from the values.
 fn rbac_template(
     p: &Provider,
@@ -156,13 +157,31 @@ fn rbac_template(
     out.push_str(&format!("{{{{- if .Values.{v}.enabled }}}}\n"));
     out.push_str("apiVersion: v1\nkind: ServiceAccount\n");
     out.push_str(&meta(&sa, true));
-    out.push_str("---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n");
-    out.push_str(&meta(&manager_role, false));
+    // With `watchNamespace`, the manager's rules are granted in that namespace only (a Role):
+    // everything it reads and writes there is namespaced.
+    let watch = format!(".Values.{v}.watchNamespace");
+    let scoped = |kind: &str| format!("{{{{ if {watch} }}}}{kind}{{{{ else }}}}Cluster{kind}{{{{ end }}}}");
+    let scoped_meta = |name: &str| {
+        let mut m = format!("metadata:\n  name: {name}\n");
+        m.push_str(&format!(
+            "  {{{{- with {watch} }}}}\n  namespace: {{{{ . | quote }}}}\n  {{{{- end }}}}\n"
+        ));
+        m.push_str(&labels(p, &[]));
+        m
+    };
+    out.push_str(&format!(
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: {}\n",
+        scoped("Role")
+    ));
+    out.push_str(&scoped_meta(&manager_role));
     out.push_str("rules:\n");
     out.push_str(&yaml_block(&cluster_rules, 2)?);
-    out.push_str("---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n");
-    out.push_str(&meta(&format!("{}-manager-rolebinding", n.prefix), false));
-    out.push_str(&role_ref("ClusterRole", &manager_role));
+    out.push_str(&format!(
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: {}\n",
+        scoped("RoleBinding")
+    ));
+    out.push_str(&scoped_meta(&format!("{}-manager-rolebinding", n.prefix)));
+    out.push_str(&role_ref(&scoped("Role"), &manager_role));
     out.push_str(&subject);
     out.push_str("---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n");
     out.push_str(&meta(&le_role, true));

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use mk8s_e2e::packaging as pkg;
 use serde_json::Value;
 
@@ -221,7 +221,10 @@ fn check_common(docs: &[Value]) {
     for kind in ["ClusterRole", "Role"] {
         for r in of_kind(docs, kind) {
             let name = r["metadata"]["name"].as_str().unwrap();
-            let config = named(&config_rbac, kind, name).unwrap_or_else(|| panic!("{kind} {name} not in config/rbac"));
+            // With `watchNamespace` the manager's ClusterRole is rendered as a Role.
+            let config = named(&config_rbac, kind, name)
+                .or_else(|| named(&config_rbac, "ClusterRole", name).filter(|_| kind == "Role"))
+                .unwrap_or_else(|| panic!("{kind} {name} not in config/rbac"));
             assert_eq!(
                 r["rules"], config["rules"],
                 "{kind} {name}: rules differ from config/rbac"
@@ -415,6 +418,18 @@ fn check_defaults(docs: &[Value]) {
 fn check_everything_set(docs: &[Value]) {
     let b = deployment(docs, BOOTSTRAP_DEPLOYMENT);
     let cp = deployment(docs, CONTROL_PLANE_DEPLOYMENT);
+    // `watchNamespace`: the managers' rules are granted in that namespace only.
+    assert!(
+        of_kind(docs, "ClusterRole").is_empty() && of_kind(docs, "ClusterRoleBinding").is_empty(),
+        "no cluster-wide grant with watchNamespace"
+    );
+    for prefix in ["capi-microk8s-bootstrap", "capi-microk8s-control-plane"] {
+        let role = named(docs, "Role", &format!("{prefix}-manager-role")).unwrap();
+        assert_eq!(role["metadata"]["namespace"], "team-a");
+        let binding = named(docs, "RoleBinding", &format!("{prefix}-manager-rolebinding")).unwrap();
+        assert_eq!(binding["metadata"]["namespace"], "team-a");
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+    }
     assert_eq!(b["spec"]["replicas"], 2);
     assert_eq!(cp["spec"]["replicas"], 3);
     for a in [
@@ -579,6 +594,15 @@ async fn chart_objects_are_accepted_by_the_api_server() {
         let t = Instant::now();
         let docs = pkg::helm_template(&helm, &pkg::values_file(&dir, combo.name, combo.values));
         let (ns_docs, rest): (Vec<&Value>, Vec<&Value>) = docs.iter().partition(|d| d["kind"] == "Namespace");
+        // Namespaces the chart expects to exist (a `watchNamespace` holding the managers' Roles).
+        for name in rest.iter().filter_map(|d| d["metadata"]["namespace"].as_str()) {
+            let rendered = ns_docs.iter().any(|n| n["metadata"]["name"] == name);
+            if !rendered && !created.iter().any(|c| c == name) && namespaces.get_opt(name).await.unwrap().is_none() {
+                let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+                namespaces.create(&PostParams::default(), &ns).await.unwrap();
+                created.push(name.to_string());
+            }
+        }
         for ns in ns_docs {
             let name = ns["metadata"]["name"].as_str().unwrap();
             let exists = namespaces.get_opt(name).await.unwrap().is_some();

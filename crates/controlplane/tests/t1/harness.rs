@@ -105,6 +105,60 @@ pub async fn service_account_client(plane: &Plane) -> Client {
         .unwrap()
 }
 
+/// A client of a ServiceAccount granted the generated manager rules
+/// (`config/rbac/control-plane.yaml`'s ClusterRole) by a Role and RoleBinding in `ns` only, as
+/// the chart renders them with `watchNamespace`.
+pub async fn role_only_client(plane: &Plane, ns: &str) -> Client {
+    let admin = plane.client().await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/rbac/control-plane.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let rules = text
+        .split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter_map(|d| serde_saphyr::from_str::<Value>(d).ok())
+        .find(|v| v["kind"] == "ClusterRole")
+        .map(|v| v["rules"].clone())
+        .unwrap();
+    let sa_ns = "capi-microk8s-control-plane-system";
+    let sa = "mk8s-control-plane-role-only";
+    let nss: Api<Namespace> = Api::all(admin.clone());
+    let _ = nss
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": sa_ns}})).unwrap(),
+        )
+        .await;
+    let ssa = PatchParams::apply("t1").force();
+    let rbac = |kind: &str| ApiResource::from_gvk(&GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind));
+    let sa_ar = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "ServiceAccount"));
+    for (ar, obj_ns, body) in [
+        (
+            sa_ar,
+            sa_ns,
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": sa_ns}}),
+        ),
+        (
+            rbac("Role"),
+            ns,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": "mk8s-control-plane-manager", "namespace": ns}, "rules": rules}),
+        ),
+        (
+            rbac("RoleBinding"),
+            ns,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "mk8s-control-plane-manager", "namespace": ns},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mk8s-control-plane-manager"},
+                   "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]}),
+        ),
+    ] {
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), obj_ns, &ar);
+        let name = body["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(&name, &ssa, &Patch::Apply(body)).await.unwrap();
+    }
+    plane.client_for_service_account(sa_ns, sa).await.unwrap()
+}
+
 #[derive(Parser)]
 struct Flags {
     #[command(flatten)]

@@ -752,6 +752,39 @@ async fn a_control_plane_deleted_alone_lets_go_when_its_cluster_goes() {
     ctl.stop().await;
 }
 
+/// The chart's `watchNamespace` mode: with the manager's rules granted by a Role in the
+/// watched namespace only, the control plane scales up and down (member removal included)
+/// without a reconcile error.
+#[tokio::test]
+async fn scales_with_the_generated_rules_as_a_role_in_the_watched_namespace() {
+    let Some(plane) = plane().await else { return };
+    let env = Env::new(plane, "roleonly").await;
+    let uid = env.create_cluster(&[]).await;
+    env.create_cluster_secrets(Some(&uid)).await;
+    env.create_mcp(&uid, mcp_spec(1, "v1.33.0")).await;
+    let fake = Fake::start(&env, FakeOpts::default()).await;
+    let client = role_only_client(plane, &env.ns).await;
+    let ctl = start_controller(client, &env.ns, test_config()).await;
+    env.wait_settled(1).await;
+    env.patch_mcp(json!({"spec": {"replicas": 3}})).await;
+    env.wait_settled(3).await;
+    env.patch_mcp(json!({"spec": {"replicas": 1}})).await;
+    env.wait_settled(1).await;
+    assert_eq!(fake.log(|l| l.deleted_with_hook.len()), 2, "members removed");
+    let errors: Vec<String> = ctl
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("mk8s_reconcile_errors_total"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "reconcile errors under a namespaced Role: {errors:?}"
+    );
+    ctl.stop().await;
+}
+
 /// The controller restarted in the middle of a scale-up creates no duplicate machines.
 #[tokio::test]
 async fn restart_mid_scale_creates_no_duplicates() {
