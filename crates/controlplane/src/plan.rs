@@ -217,6 +217,20 @@ fn remediates_failed_in_place(cp: &ControlPlane, remediation: &RemediationDecisi
 }
 
 fn rollout_step(cp: &ControlPlane, rolling: bool, api_ready: Option<bool>) -> Step {
+    if rolling && !cp.initialized() {
+        // A replacement joins through an initialized node: none exists. Say how out of it
+        // (a first machine whose template or config was fixed after it failed to boot).
+        let outdated: Vec<&str> = cp
+            .active()
+            .filter(|m| !upgrade::outdated(cp, m).is_empty())
+            .map(|m| m.name.as_str())
+            .collect();
+        return Step::Wait(format!(
+            "machine(s) {} out of date, but machines are replaced only once the control plane is initialized: if it will not initialize, delete Machine {} (or let a MachineHealthCheck remediate it) and its replacement takes the current spec",
+            outdated.join(", "),
+            outdated.first().copied().unwrap_or_default()
+        ));
+    }
     if rolling {
         // maxSurge 0 removes first; the schema only allows it from 3 replicas.
         if cp.desired.max_surge == 0 && cp.desired.replicas >= 3 {
@@ -363,6 +377,27 @@ mod tests {
                 why: CreateWhy::Rollout,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn an_out_of_date_machine_that_never_initialized_says_how_to_replace_it() {
+        let mut first = healthy("a", 1, "v1.33.0");
+        first.node_ref = None;
+        first.ready = false;
+        first.config = Some(mk8s_api::bootstrap::MicroK8sConfigSpec {
+            init_configuration: Some(mk8s_api::bootstrap::InitConfiguration {
+                addons: Some(vec!["ingress".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut c = cp(1, "v1.33.0", vec![first]);
+        c.was_initialized = false;
+        c.nodes.clear();
+        assert!(matches!(
+            plan(&c, None, Some(true)).step,
+            Step::Wait(m) if m.contains("delete Machine a")
         ));
     }
 
