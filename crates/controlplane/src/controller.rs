@@ -210,7 +210,15 @@ pub struct Context {
     /// is trusted for [`TEMPLATE_OWNER_TTL`], so a template deleted and recreated under the same
     /// name gets its owner back, and entries of deleted Clusters expire.
     pub owned_templates: Mutex<HashMap<String, Instant>>,
+    /// Control plane annotations this manager set, and when: for [`ANNOTATION_MEMO_TTL`] a
+    /// cached copy without the annotation is taken as lagging behind that write rather than
+    /// patched again (under load the watch lags our own writes by seconds, and every reconcile
+    /// in between repeated the patch).
+    pub annotated: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long an annotation this manager set is trusted over a cached copy that lacks it.
+pub const ANNOTATION_MEMO_TTL: Duration = Duration::from_secs(60);
 
 impl Context {
     /// A Machine from the store.
@@ -608,6 +616,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         sweeps: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
         owned_templates: Mutex::new(Default::default()),
+        annotated: Mutex::new(Default::default()),
         rt: rt.clone(),
     });
 

@@ -408,8 +408,25 @@ impl<'a> Rec<'a> {
                 .await;
         }
         if cp.initialized() && !self.mcp.annotations().contains_key(names::ANNOTATION_INITIALIZED) {
-            self.set_mcp_annotation(names::ANNOTATION_INITIALIZED, Some("true".into()))
-                .await?;
+            let memo = format!(
+                "{}/{}/{}",
+                self.key,
+                self.mcp.uid().unwrap_or_default(),
+                names::ANNOTATION_INITIALIZED
+            );
+            let ttl = crate::controller::ANNOTATION_MEMO_TTL;
+            let written = self
+                .ctx
+                .annotated
+                .lock()
+                .is_ok_and(|m| crate::controller::still_fresh(&m, &memo, Instant::now(), ttl));
+            if !written {
+                self.set_mcp_annotation(names::ANNOTATION_INITIALIZED, Some("true".into()))
+                    .await?;
+                if let Ok(mut m) = self.ctx.annotated.lock() {
+                    crate::controller::record_fresh(&mut m, memo, Instant::now(), ttl);
+                }
+            }
         }
 
         if let Some(w) = &workload
