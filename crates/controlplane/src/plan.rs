@@ -179,7 +179,7 @@ pub fn plan(cp: &ControlPlane, busy: Option<String>, api_ready: Option<bool>) ->
             None => Step::Idle,
         }
     } else if !p.outdated.is_empty() {
-        rollout_step(cp, rolling, api_ready)
+        rollout_step(cp, rolling, api_ready, &p.outdated)
     } else {
         Step::Idle
     };
@@ -216,15 +216,16 @@ fn remediates_failed_in_place(cp: &ControlPlane, remediation: &RemediationDecisi
         .is_some_and(|s| s.phase == InPlacePhase::Failed)
 }
 
-fn rollout_step(cp: &ControlPlane, rolling: bool, api_ready: Option<bool>) -> Step {
+fn rollout_step(
+    cp: &ControlPlane,
+    rolling: bool,
+    api_ready: Option<bool>,
+    outdated: &[(String, Vec<upgrade::Outdated>)],
+) -> Step {
     if rolling && !cp.initialized() {
         // A replacement joins through an initialized node: none exists. Say how out of it
         // (a first machine whose template or config was fixed after it failed to boot).
-        let outdated: Vec<&str> = cp
-            .active()
-            .filter(|m| !upgrade::outdated(cp, m).is_empty())
-            .map(|m| m.name.as_str())
-            .collect();
+        let outdated: Vec<&str> = outdated.iter().map(|(name, _)| name.as_str()).collect();
         return Step::Wait(format!(
             "machine(s) {} out of date, but machines are replaced only once the control plane is initialized: if it will not initialize, delete Machine {} (or let a MachineHealthCheck remediate it) and its replacement takes the current spec",
             outdated.join(", "),

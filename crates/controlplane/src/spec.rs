@@ -85,19 +85,20 @@ fn is_label_name(s: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
-/// A DNS subdomain: dot-separated lower-case labels, at most 253 characters.
+/// A lower-case DNS label without a length bound: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
+fn is_dns_label(l: &str) -> bool {
+    let b = l.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// A DNS subdomain: dot-separated lower-case labels of at most 63 characters, at most 253 in
+/// all.
 fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| l.len() <= 63 && is_dns_label(l))
 }
 
 /// A label or annotation key (`[prefix/]name`), as the API server checks it.
@@ -112,19 +113,11 @@ fn is_qualified_name(key: &str) -> bool {
 /// with a lower-case DNS prefix and a name of `[A-Za-z0-9][-A-Za-z0-9_.]*` ending
 /// alphanumeric, at most 316 characters in all (no per-part limits).
 fn is_condition_type(s: &str) -> bool {
-    let dns_label = |l: &str| {
-        let b = l.as_bytes();
-        !b.is_empty()
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-    };
     let (prefix, name) = match s.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, s),
     };
-    s.len() <= 316 && prefix.is_none_or(|p| p.split('.').all(dns_label)) && is_label_name(name, usize::MAX)
+    s.len() <= 316 && prefix.is_none_or(|p| p.split('.').all(is_dns_label)) && is_label_name(name, usize::MAX)
 }
 
 /// What the API server would refuse in `machineTemplate.metadata` and readiness gates: the
