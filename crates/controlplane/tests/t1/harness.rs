@@ -273,6 +273,19 @@ impl Env {
         self.api(ar).create(&PostParams::default(), &o).await.unwrap()
     }
 
+    /// The worker Machine `worker-1` of cluster `c1` (CAPI's MachineSet would make it), on
+    /// the infrastructure machine `w1`.
+    pub async fn create_worker(&self) -> DynamicObject {
+        self.create(
+            &machine_ar(),
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                   "metadata": {"name": "worker-1", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+                   "spec": {"clusterName": "c1", "version": "v1.33.0", "bootstrap": {"dataSecretName": "x"},
+                            "infrastructureRef": {"apiGroup": INFRA_GROUP, "kind": "TestMachine", "name": "w1"}}}),
+        )
+        .await
+    }
+
     pub async fn create_template(&self, name: &str, spec: Value) {
         self.create(
             &infra_ar("TestMachineTemplate"),

@@ -669,15 +669,8 @@ async fn deletion_waits_for_workers_and_keeps_user_secrets() {
     let fake = Fake::start(&env, FakeOpts::default()).await;
     let ctl = start_controller(env.admin.clone(), &env.ns, test_config()).await;
     env.wait_settled(2).await;
-    // A worker Machine (CAPI's MachineSet would make it); its Node gets a providerID too.
-    env.create(
-        &machine_ar(),
-        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-               "metadata": {"name": "worker-1", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
-               "spec": {"clusterName": "c1", "version": "v1.33.0", "bootstrap": {"dataSecretName": "x"},
-                        "infrastructureRef": {"apiGroup": INFRA_GROUP, "kind": "TestMachine", "name": "w1"}}}),
-    )
-    .await;
+    // A worker Machine; its Node gets a providerID too.
+    env.create_worker().await;
     env.wait("the worker's node has a providerID", || async {
         env.nodes().await.iter().any(|n| {
             n.name_any() == "worker-1"
@@ -725,14 +718,7 @@ async fn deletion_waits_for_workers_and_keeps_user_secrets() {
 async fn a_control_plane_deleted_alone_lets_go_when_its_cluster_goes() {
     let Some(plane) = plane().await else { return };
     let (env, _fake, ctl) = settled_control_plane(plane, "cpalone", 1).await;
-    env.create(
-        &machine_ar(),
-        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-               "metadata": {"name": "worker-1", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
-               "spec": {"clusterName": "c1", "version": "v1.33.0", "bootstrap": {"dataSecretName": "x"},
-                        "infrastructureRef": {"apiGroup": INFRA_GROUP, "kind": "TestMachine", "name": "w1"}}}),
-    )
-    .await;
+    env.create_worker().await;
     env.mcps().delete("cp", &DeleteParams::default()).await.unwrap();
     env.wait_condition(
         "Deleting",
@@ -1212,22 +1198,32 @@ async fn deny_action_pods(env: &Env) -> Api<kube::api::DynamicObject> {
         "spec": {"policyName": "no-action-pods", "validationActions": ["Deny"]}}))
     .unwrap();
     bindings.create(&PostParams::default(), &binding).await.unwrap();
+    env.wait("the policy in force", || async { !admits_action_pods(env).await })
+        .await;
+    bindings
+}
+
+/// Lifts the policy of [`deny_action_pods`] and waits until it is no longer in force.
+async fn allow_action_pods(env: &Env, bindings: &Api<kube::api::DynamicObject>) {
+    bindings
+        .delete("no-action-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("the policy lifted", || admits_action_pods(env)).await;
+}
+
+/// Whether the workload cluster admits a pod in the node action namespace (a probe pod,
+/// deleted again when created).
+async fn admits_action_pods(env: &Env) -> bool {
     let pods: Api<Pod> = Api::namespaced(env.wclient.clone(), "microk8s-capi-system");
     let probe: Pod = serde_json::from_value(json!({"metadata": {"name": "probe"},
         "spec": {"containers": [{"name": "c", "image": "x"}]}}))
     .unwrap();
-    env.wait("the policy in force", || async {
-        match pods.create(&PostParams::default(), &probe).await {
-            Ok(_) => {
-                pods.delete("probe", &DeleteParams::default()).await.unwrap();
-                false
-            }
-            Err(_) => true,
-        }
-    })
-    .await;
-
-    bindings
+    if pods.create(&PostParams::default(), &probe).await.is_err() {
+        return false;
+    }
+    pods.delete("probe", &DeleteParams::default()).await.unwrap();
+    true
 }
 
 /// A removal pod the workload cluster refuses (here an admission policy; in real clusters
@@ -1282,10 +1278,7 @@ async fn a_removal_pod_the_workload_cluster_refuses_is_explained_and_retried() {
     );
 
     // The workload cluster admits the pod again: the retry removes the member.
-    bindings
-        .delete("no-action-pods", &DeleteParams::default())
-        .await
-        .unwrap();
+    allow_action_pods(&env, &bindings).await;
     env.wait("the victim deleted through its hook", || async {
         fake.log(|l| l.deleted_with_hook.contains(&victim))
     })
@@ -1360,19 +1353,7 @@ async fn an_in_place_refresh_the_workload_cluster_refuses_is_explained_then_give
         "no refresh pod ran"
     );
     // The user lifts the policy and asks for a retry: the upgrade goes through.
-    bindings
-        .delete("no-action-pods", &DeleteParams::default())
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(env.wclient.clone(), "microk8s-capi-system");
-    let probe: Pod = serde_json::from_value(json!({"metadata": {"name": "probe"},
-        "spec": {"containers": [{"name": "c", "image": "x"}]}}))
-    .unwrap();
-    env.wait("the policy lifted", || async {
-        pods.create(&PostParams::default(), &probe).await.is_ok()
-    })
-    .await;
-    pods.delete("probe", &DeleteParams::default()).await.unwrap();
+    allow_action_pods(&env, &bindings).await;
     env.api(&machine_ar())
         .patch(
             &name,
