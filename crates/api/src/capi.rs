@@ -293,7 +293,6 @@ pub trait ClusterExt {
 /// plane is initialized, which stays in) and its bookkeeping metadata (`resourceVersion`,
 /// managed fields).
 pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let initialized = c.control_plane_initialized();
     let mut c = c.clone();
     c.metadata.resource_version = None;
@@ -302,9 +301,31 @@ pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
         st.conditions.clear();
         st.deprecated = None;
     }
-    let bytes = serde_json::to_vec(&c).ok()?;
+    hash_json(&(c, initialized))
+}
+
+/// A hash of what the bootstrap provider reads from a Machine, for its Machine watch: the
+/// whole object but its conditions and its bookkeeping metadata. CAPI rewrites a Machine's
+/// conditions a dozen times while it comes up (bootstrap, infrastructure, node health), and
+/// each woke its config and, for a control plane Machine, every config of its cluster; a
+/// config reads the Machine's spec, metadata, phase, addresses and node, which stay in.
+pub fn machine_fingerprint(m: &Machine) -> Option<u64> {
+    let mut m = m.clone();
+    m.metadata.resource_version = None;
+    m.metadata.managed_fields = None;
+    if let Some(st) = m.status.as_mut() {
+        st.conditions.clear();
+        st.deprecated = None;
+    }
+    hash_json(&m)
+}
+
+/// A hash of an object's JSON form.
+pub fn hash_json<T: Serialize>(v: &T) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = serde_json::to_vec(v).ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (bytes, initialized).hash(&mut h);
+    bytes.hash(&mut h);
     Some(h.finish())
 }
 
@@ -579,6 +600,56 @@ mod tests {
             let mut changed = c.clone();
             edit(&mut changed);
             assert_ne!(cluster_fingerprint(&changed), fp, "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn machine_fingerprints_ignore_conditions_but_not_what_configs_read() {
+        let m: Machine = serde_json::from_value(json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "resourceVersion": "1",
+                         "labels": {"cluster.x-k8s.io/control-plane": ""}},
+            "spec": {"clusterName": "c", "version": "v1.32.0", "bootstrap": {"configRef": {"name": "cfg"}}},
+            "status": {"phase": "Provisioning",
+                       "conditions": [{"type": "Ready", "status": "False", "reason": "A", "message": "m1",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+        let fp = machine_fingerprint(&m);
+        assert!(fp.is_some());
+        let mut noise = m.clone();
+        noise.metadata.resource_version = Some("2".into());
+        noise.status.as_mut().unwrap().conditions[0].message = "m2".into();
+        let extra = noise.status.as_ref().unwrap().conditions[0].clone();
+        noise.status.as_mut().unwrap().conditions.push(extra);
+        assert_eq!(machine_fingerprint(&noise), fp);
+        let edits: [fn(&mut Machine); 6] = [
+            |m| m.status.as_mut().unwrap().phase = Some("Running".into()),
+            |m| {
+                m.status.as_mut().unwrap().addresses = vec![MachineAddress {
+                    type_: "InternalIP".into(),
+                    address: "10.0.0.1".into(),
+                }]
+            },
+            |m| m.status.as_mut().unwrap().node_ref = Some(NodeRef { name: "n".into() }),
+            |m| m.spec.provider_id = Some("sim://m".into()),
+            |m| {
+                m.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ))
+            },
+            |m| {
+                m.metadata
+                    .labels
+                    .as_mut()
+                    .unwrap()
+                    .remove(crate::consts::LABEL_CONTROL_PLANE);
+            },
+        ];
+        for edit in edits {
+            let mut changed = m.clone();
+            edit(&mut changed);
+            assert_ne!(machine_fingerprint(&changed), fp, "{changed:?}");
         }
     }
 

@@ -108,11 +108,16 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
     let clusters = cluster_writer.as_reader();
     let (lock_store, lock_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
 
-    let machine_stream = watcher(rt.api_with::<Machine>(&machine_ar), wc.clone())
-        .backoff(WatchBackoff::management())
-        .modify(|m: &mut Machine| slim_all(m.meta_mut()))
-        .reflect(machine_writer)
-        .touched_objects();
+    // Woken only when what a config reads of a Machine changes: CAPI rewrites a Machine's
+    // conditions a dozen times while it comes up, and a control plane Machine's woke every
+    // config of its cluster.
+    let machine_stream = mk8s_runtime::changed::changed_objects(
+        watcher(rt.api_with::<Machine>(&machine_ar), wc.clone())
+            .backoff(WatchBackoff::management())
+            .modify(|m: &mut Machine| slim_all(m.meta_mut()))
+            .reflect(machine_writer),
+        mk8s_api::capi::machine_fingerprint,
+    );
     // Woken only when what a config reads of its Cluster changes: CAPI rewrites a Cluster's
     // conditions some thirty times while it comes up, and each woke every config of it.
     let cluster_stream = mk8s_runtime::changed::changed_objects(

@@ -530,7 +530,8 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                     &cluster_ar,
                 )
             },
-            None,
+            // Workers' condition and phase rewrites change nothing a control plane decides.
+            Some(crate::machines::fingerprint),
             tx.clone(),
         ));
     }

@@ -130,6 +130,31 @@ pub fn is_of_cluster(m: &CpMachine, cluster: &str) -> bool {
         || m.spec.base.cluster_name == cluster
 }
 
+/// A hash of what a control plane reads from a Machine, for its Machine watch (a changed
+/// hash wakes the control plane). A control plane Machine (labelled as one, or controlled by
+/// a MicroK8sControlPlane) counts with all of it but its `resourceVersion`: its conditions,
+/// phase and node feed the counters, conditions and plan. Any other Machine of a cluster (a
+/// worker) is read only for its existence, deletion, role, cluster, `providerID` and
+/// addresses (copying providerIDs onto Nodes, waiting for workers on deletion), so CAPI's
+/// many condition and phase rewrites of workers no longer wake their control plane.
+pub fn fingerprint(m: &CpMachine) -> Option<u64> {
+    let controlled = m.metadata.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true) && o.kind == names::KIND && o.api_version.starts_with(&format!("{}/", names::GROUP))
+    });
+    if controlled || label(&m.metadata, consts::LABEL_CONTROL_PLANE).is_some() {
+        let mut m = m.clone();
+        m.metadata.resource_version = None;
+        return mk8s_api::capi::hash_json(&m);
+    }
+    let meta = &m.metadata;
+    mk8s_api::capi::hash_json(&(
+        (&meta.name, &meta.namespace, &meta.uid, &meta.labels),
+        (&meta.owner_references, &meta.deletion_timestamp),
+        (&m.spec.base.cluster_name, &m.spec.base.provider_id),
+        m.status.as_ref().map(|s| &s.base.addresses),
+    ))
+}
+
 /// CAPI has drained the Machine and waits for pre-terminate hooks (v1beta2 `Deleting`
 /// reason `WaitingForPreTerminateHook`; v1beta1 `PreTerminateDeleteHookSucceeded` false).
 pub fn waiting_for_pre_terminate(m: &CpMachine) -> bool {
@@ -570,6 +595,80 @@ pub fn machine_conditions(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+
+    #[test]
+    fn worker_fingerprints_keep_only_what_the_control_plane_reads() {
+        let m: CpMachine = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "w", "namespace": "ns", "uid": "u", "resourceVersion": "1",
+                         "labels": {"cluster.x-k8s.io/cluster-name": "c"}},
+            "spec": {"clusterName": "c", "version": "v1.32.0"},
+            "status": {"phase": "Provisioning",
+                       "conditions": [{"type": "Ready", "status": "False", "reason": "A",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+        let fp = fingerprint(&m);
+        assert!(fp.is_some());
+        let noise: [fn(&mut CpMachine); 3] = [
+            |m| m.metadata.resource_version = Some("2".into()),
+            |m| m.status.as_mut().unwrap().base.phase = Some("Running".into()),
+            |m| m.status.as_mut().unwrap().base.conditions[0].status = "True".into(),
+        ];
+        for edit in noise {
+            let mut w = m.clone();
+            edit(&mut w);
+            assert_eq!(fingerprint(&w), fp, "{w:?}");
+        }
+        let read: [fn(&mut CpMachine); 5] = [
+            |m| m.spec.base.provider_id = Some("sim://w".into()),
+            |m| {
+                m.status.as_mut().unwrap().base.addresses = vec![mk8s_api::capi::MachineAddress {
+                    type_: "InternalIP".into(),
+                    address: "10.0.0.1".into(),
+                }]
+            },
+            |m| m.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH)),
+            |m| {
+                m.metadata
+                    .labels
+                    .as_mut()
+                    .unwrap()
+                    .insert(consts::LABEL_CONTROL_PLANE.into(), String::new());
+            },
+            |m| m.spec.base.cluster_name = "d".into(),
+        ];
+        for edit in read {
+            let mut w = m.clone();
+            edit(&mut w);
+            assert_ne!(fingerprint(&w), fp, "{w:?}");
+        }
+        // A control plane Machine counts with its conditions and phase.
+        let mut cp = m.clone();
+        cp.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(consts::LABEL_CONTROL_PLANE.into(), String::new());
+        let cp_fp = fingerprint(&cp);
+        for edit in [
+            |m: &mut CpMachine| m.status.as_mut().unwrap().base.phase = Some("Running".into()),
+            |m: &mut CpMachine| m.status.as_mut().unwrap().base.conditions[0].status = "True".into(),
+        ] {
+            let mut c = cp.clone();
+            edit(&mut c);
+            assert_ne!(fingerprint(&c), cp_fp, "{c:?}");
+        }
+        let mut rv = cp.clone();
+        rv.metadata.resource_version = Some("9".into());
+        assert_eq!(fingerprint(&rv), cp_fp);
+        // So does a Machine the control plane controls, labelled or not.
+        let mut owned = m.clone();
+        owned.metadata.owner_references = Some(vec![control_plane_owner("cp", "uid", true, true)]);
+        let owned_fp = fingerprint(&owned);
+        owned.status.as_mut().unwrap().base.phase = Some("Running".into());
+        assert_ne!(fingerprint(&owned), owned_fp);
+    }
 
     #[test]
     fn durations_print_as_go_prints_them() {
