@@ -261,26 +261,33 @@ impl<'a> Rec<'a> {
                 .await?;
             return Ok(Action::await_change());
         }
-        let desired = match spec::validate(&self.mcp.spec) {
-            Ok(d) => d,
+        // A spec that cannot be used holds every step that creates, deletes or upgrades a
+        // machine, but not what keeps the cluster reachable and its deletions moving.
+        let (desired, held) = match spec::validate(&self.mcp.spec) {
+            Ok(d) => (d, None),
             Err(problems) => {
                 if let Some(p) = problems.first()
                     && self.condition_changed(types::SPEC_VALID, p.reason)
                 {
                     self.ctx.events.warning(self.mcp, p.reason, p.message.clone()).await;
                 }
-                self.patch_status(status::invalid(
-                    &self.prev(),
-                    Some(&cluster_name),
-                    cp_count,
-                    &problems,
-                    self.generation,
-                    &self.tnow,
-                ))
-                .await?;
-                return Ok(Action::await_change());
+                (spec::held(&self.mcp.spec), Some(problems))
             }
         };
+        if let Some(problems) = &held
+            && (!cluster.infrastructure_ready() || cluster.endpoint().is_none())
+        {
+            self.patch_status(status::invalid(
+                &self.prev(),
+                Some(&cluster_name),
+                cp_count,
+                problems,
+                self.generation,
+                &self.tnow,
+            ))
+            .await?;
+            return Ok(Action::await_change());
+        }
         if !cluster.infrastructure_ready() {
             self.patch_status(status::waiting(
                 &self.prev(),
@@ -307,20 +314,27 @@ impl<'a> Rec<'a> {
             .await?;
             return Ok(Action::await_change());
         };
-        self.active(&cluster, &cluster_name, &desired, &endpoint, &all).await
+        self.active(&cluster, &cluster_name, (&desired, held.as_deref()), &endpoint, &all)
+            .await
     }
 
+    /// Reconciles a control plane whose Cluster is ready for it. With `held` spec problems
+    /// ([`spec::held`]'s `desired`), only the kubeconfig, the Nodes' providerIDs and the
+    /// member removals in flight go on; the status says what is wrong and what waits.
     async fn active(
         &self,
         cluster: &Cluster,
         cluster_name: &str,
-        desired: &Desired,
+        (desired, held): (&Desired, Option<&[spec::SpecProblem]>),
         endpoint: &mk8s_api::capi::ApiEndpoint,
         all: &[Arc<CpMachine>],
     ) -> Result<Action> {
         let client = &self.ctx.rt.client;
         let uid = self.mcp.uid().unwrap_or_default();
-        let template = self.ensure_template_owner(desired, cluster).await;
+        let template = match held {
+            None => self.ensure_template_owner(desired, cluster).await,
+            Some(_) => None,
+        };
 
         // Kubeconfig and workload cluster.
         let kc = kubeconfig::reconcile(&kubeconfig::Inputs {
@@ -446,6 +460,29 @@ impl<'a> Rec<'a> {
                 in_flight.push(msg.clone());
                 busy.get_or_insert(msg);
             }
+        }
+        if let Some(problems) = held {
+            let mut problems = problems.to_vec();
+            let mut what_goes_on = "until it is fixed, no control plane machine is created, deleted or upgraded; \
+                the kubeconfig, the Nodes' providerIDs and the member removals of deleting machines go on"
+                .to_string();
+            if !in_flight.is_empty() {
+                what_goes_on.push_str(&format!(" ({})", in_flight.join("; ")));
+            }
+            problems.push(spec::SpecProblem {
+                reason: problems.first().map_or("Invalid", |p| p.reason),
+                message: what_goes_on,
+            });
+            self.patch_status(status::invalid(
+                &self.prev(),
+                Some(cluster_name),
+                cp.machines.len(),
+                &problems,
+                self.generation,
+                &self.tnow,
+            ))
+            .await?;
+            return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
         }
         for m in cp.machines.iter().filter(|m| !m.deleting && m.in_place.is_some()) {
             let (msg, wait) = self.progress_in_place(&cp, m, workload.as_ref()).await?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mk8s_api::MicroK8sControlPlaneSpec;
 use mk8s_api::capi::ObjRef;
+use mk8s_api::controlplane::UpgradeStrategy;
 use mk8s_api::version::KubeVersion;
 
 use crate::model::{Desired, RemediationSpec, TemplateRef};
@@ -229,26 +230,65 @@ pub fn validate(spec: &MicroK8sControlPlaneSpec) -> Result<Desired, Vec<SpecProb
     let config_problem = config_problem.or_else(|| machine_template_problem(spec));
     match (version, strategy, template, replicas) {
         (Some(version), Some(strategy), Some(template), Some(replicas)) if problems.is_empty() => {
-            let rem = spec.remediation.clone().unwrap_or_default();
-            Ok(Desired {
-                replicas,
-                replicas_defaulted: spec.replicas.is_none(),
-                version_string: spec.version.clone(),
-                version,
-                strategy,
-                max_surge: spec.max_surge(),
-                config: config.normalized(),
-                template,
-                rollout_after: spec.rollout.as_ref().and_then(|r| r.after.as_ref()).map(|t| t.0),
-                remediation: RemediationSpec {
-                    max_retry: rem.max_retry,
-                    retry_period: secs(rem.retry_period_seconds, 0),
-                    min_healthy_period: secs(rem.min_healthy_period_seconds, 3600),
-                },
-                config_problem,
-            })
+            Ok(assemble(spec, version, strategy, template, replicas, config_problem))
         }
         _ => Err(problems),
+    }
+}
+
+/// The [`Desired`] of a spec [`validate`] refused, for what a control plane keeps doing while
+/// it waits for a fix: renewing its kubeconfig, copying providerIDs onto Nodes and removing
+/// the members of machines being deleted. What failed takes an inert value (version
+/// `v0.0.0`, the smart strategy, an empty template reference, one replica): nothing that
+/// creates, deletes, upgrades or reports on machines may read it.
+pub fn held(spec: &MicroK8sControlPlaneSpec) -> Desired {
+    let inert_template = TemplateRef {
+        group: String::new(),
+        kind: String::new(),
+        name: String::new(),
+        api_version: None,
+    };
+    assemble(
+        spec,
+        KubeVersion::parse(&spec.version).unwrap_or(KubeVersion {
+            major: 0,
+            minor: 0,
+            patch: 0,
+            pre: String::new(),
+            build: String::new(),
+        }),
+        spec.upgrade_strategy().unwrap_or(UpgradeStrategy::Smart),
+        template_ref(spec).unwrap_or(inert_template),
+        spec.replicas.filter(|r| *r >= 1).unwrap_or(1),
+        None,
+    )
+}
+
+fn assemble(
+    spec: &MicroK8sControlPlaneSpec,
+    version: KubeVersion,
+    strategy: UpgradeStrategy,
+    template: TemplateRef,
+    replicas: i32,
+    config_problem: Option<SpecProblem>,
+) -> Desired {
+    let rem = spec.remediation.clone().unwrap_or_default();
+    Desired {
+        replicas,
+        replicas_defaulted: spec.replicas.is_none(),
+        version_string: spec.version.clone(),
+        version,
+        strategy,
+        max_surge: spec.max_surge(),
+        config: spec.control_plane_config().normalized(),
+        template,
+        rollout_after: spec.rollout.as_ref().and_then(|r| r.after.as_ref()).map(|t| t.0),
+        remediation: RemediationSpec {
+            max_retry: rem.max_retry,
+            retry_period: secs(rem.retry_period_seconds, 0),
+            min_healthy_period: secs(rem.min_healthy_period_seconds, 3600),
+        },
+        config_problem,
     }
 }
 
@@ -295,6 +335,34 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(validate(&s).unwrap().template.kind, "SimMachineTemplate");
+    }
+
+    #[test]
+    fn a_held_spec_keeps_what_parsed_and_makes_the_rest_inert() {
+        // Valid: the same as validate's.
+        assert_eq!(held(&spec()), validate(&spec()).unwrap());
+        let mut s = spec();
+        s.version = "v1.34.0.1".into();
+        s.upgrade_strategy = Some("Sideways".into());
+        s.replicas = Some(0);
+        s.machine_template.infrastructure_template = None;
+        assert!(validate(&s).is_err());
+        let d = held(&s);
+        assert_eq!(d.version.to_string(), "v0.0.0");
+        assert_eq!(d.version_string, "v1.34.0.1");
+        assert_eq!(d.strategy, UpgradeStrategy::Smart);
+        assert_eq!(d.replicas, 1);
+        assert!(d.template.name.is_empty() && d.template.kind.is_empty());
+        assert!(d.config_problem.is_none());
+        // What parsed stays.
+        let mut s = spec();
+        s.version = "bad".into();
+        s.upgrade_strategy = Some("RollingUpgrade".into());
+        let d = held(&s);
+        assert_eq!(
+            (d.strategy, d.replicas, d.template.name.as_str()),
+            (UpgradeStrategy::Rolling, 3, "t")
+        );
     }
 
     #[test]

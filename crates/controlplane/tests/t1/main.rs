@@ -1103,6 +1103,52 @@ async fn a_removal_that_would_cost_the_majority_waits_for_a_ready_node() {
     ctl.stop().await;
 }
 
+/// A spec no reconcile can use (a version no parser reads, which the CRD's pattern lets
+/// through) holds new machines, but not the member removal of a machine a user deletes
+/// meanwhile: its hook is released and no replacement appears until the spec is fixed.
+#[tokio::test]
+async fn an_unusable_spec_holds_new_machines_but_not_member_removals() {
+    let Some(plane) = plane().await else { return };
+    let (env, fake, ctl) = settled_control_plane(plane, "held", 3).await;
+    let version = env.mcp().await.spec.version;
+    env.patch_mcp(json!({"spec": {"version": "v1.34.0.1"}})).await;
+    env.wait_condition(
+        "SpecValid",
+        |c| c.reason == "InvalidVersion" && c.message.contains("member removals of deleting machines go on"),
+        "the unusable version and what goes on",
+    )
+    .await;
+    let victim = env.cp_machines().await[0].name_any();
+    env.api(&machine_ar())
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait(
+        "the victim's member removed and the machine deleted through its hook",
+        || async { fake.log(|l| l.deleted_with_hook.contains(&victim)) },
+    )
+    .await;
+    assert_eq!(
+        fake.log(|l| l.actions.iter().filter(|a| a.0 == "dqlite-remove").count()),
+        1,
+        "one member removal"
+    );
+    // Held across the reconciles the deletion and the fake's ticks cause.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.cp_machines().await.len(),
+        2,
+        "no replacement while the spec is unusable"
+    );
+    let held = env.condition("SpecValid").await.unwrap();
+    assert_eq!(held.reason, "InvalidVersion", "{held:?}");
+
+    // Fixed: the replacement follows.
+    env.patch_mcp(json!({"spec": {"version": version}})).await;
+    env.wait_settled(3).await;
+    ctl.stop().await;
+}
+
 /// A removal whose survivor goes down under it: the attempt times out, its pod (which no
 /// kubelet will ever finish) is deleted at once rather than left terminating, and the retry
 /// runs in a pod of its own on another Ready survivor.
