@@ -102,6 +102,11 @@ impl Written {
             status,
         }
     }
+
+    /// Whether `version` is the one this write produced (its watch event is our own echo).
+    pub fn produced_version(&self, version: &str) -> bool {
+        self.produced.as_deref() == Some(version)
+    }
 }
 
 /// The status a reconcile starts from. The control plane handed to a reconcile comes from the
@@ -303,6 +308,23 @@ impl Context {
         self.forget(&format!("{ns}/{name}"));
         self.metrics.forget(ns, name);
         self.workloads.remove_owned_by(&ObjectRef::new(name).within(ns));
+    }
+
+    /// Whether `mcp` is exactly the version this manager's last status write produced. Its
+    /// watch event would only wake a reconcile to find the status it has just written (each
+    /// control plane writes its status some nine times while it comes up); any other change —
+    /// spec, metadata, or someone else's status write — has another version and passes.
+    pub fn own_status_echo(&self, mcp: &MicroK8sControlPlane) -> bool {
+        let (Some(ns), Some(name), Some(rv)) = (
+            mcp.metadata.namespace.as_deref(),
+            mcp.metadata.name.as_deref(),
+            mcp.metadata.resource_version.as_deref(),
+        ) else {
+            return false;
+        };
+        self.written
+            .lock()
+            .is_ok_and(|w| w.get(&format!("{ns}/{name}")).is_some_and(|x| x.produced_version(rv)))
     }
 
     /// Forgets every control plane that a relist no longer shows (`listed`: `namespace/name`).
@@ -651,7 +673,11 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                 _ => {}
             }
         })
-        .applied_objects();
+        .applied_objects()
+        .try_filter({
+            let ctx = ctx.clone();
+            move |mcp| std::future::ready(!ctx.own_status_echo(mcp))
+        });
     Controller::for_stream(mcp_stream, mcp_store)
         .with_config(controller::Config::default().concurrency(rt.flags.concurrency))
         .reconcile_on(rx)
@@ -782,6 +808,12 @@ mod tests {
         );
         assert_eq!(effective_status(Some("10"), Some(&stored), None), Some(stored.clone()));
         assert_eq!(effective_status(None, None, Some(&w)), None);
+        // Only the version our write produced is its echo (no wake); the one it was computed
+        // from and any later one (someone else's write, a spec change) are not.
+        assert!(w.produced_version("11"));
+        assert!(!w.produced_version("10"));
+        assert!(!w.produced_version("12"));
+        assert!(!Written::next(None, "10".into(), None, MicroK8sControlPlaneStatus::default()).produced_version(""));
     }
 
     #[test]
