@@ -135,8 +135,11 @@ const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum StoreWait {
     /// It shows every write of this control plane.
     CaughtUp,
-    /// It does not show them all yet: look again shortly.
-    Waiting,
+    /// It does not show them all yet. The Machine watch event that shows a write wakes the
+    /// control plane (a creation, deletion or patch of one of its Machines passes its
+    /// fingerprint filter); the duration is what is left of [`EXPECTATION_TIMEOUT`], the
+    /// time to look again if no such event comes.
+    Waiting(Duration),
     /// It has not shown these for [`EXPECTATION_TIMEOUT`]: either someone undid them, or the
     /// Machine watch is stalled (e.g. backing off after API server restarts) — the API server
     /// tells which. Deciding on a stalled store would create a second Machine.
@@ -270,12 +273,13 @@ impl Context {
             m.remove(key);
             return StoreWait::CaughtUp;
         }
-        if p.since.elapsed() > EXPECTATION_TIMEOUT {
+        let elapsed = p.since.elapsed();
+        if elapsed > EXPECTATION_TIMEOUT {
             return m
                 .remove(key)
                 .map_or(StoreWait::CaughtUp, |p| StoreWait::Overdue(p.expects));
         }
-        StoreWait::Waiting
+        StoreWait::Waiting(EXPECTATION_TIMEOUT - elapsed + Duration::from_millis(100))
     }
 
     /// Waits again for expectations the API server shows but the store does not yet.

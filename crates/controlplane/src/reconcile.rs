@@ -194,7 +194,8 @@ impl<'a> Rec<'a> {
     async fn run(self) -> Result<Action> {
         match self.ctx.store_wait(&self.key, &self.ns) {
             StoreWait::CaughtUp => {}
-            StoreWait::Waiting => return Ok(Action::requeue(Duration::from_millis(200))),
+            // Woken by the Machine event that shows our write; the timer is the fallback.
+            StoreWait::Waiting(fallback) => return Ok(Action::requeue(fallback)),
             StoreWait::Overdue(expects) => {
                 let lagging = match self.shown_by_the_api_server(expects.clone()).await {
                     Ok(l) => l,
