@@ -67,6 +67,11 @@ pub struct Written {
     pub superseded: Vec<String>,
     /// The version the write produced.
     pub produced: Option<String>,
+    /// Whether that version differs from the one the write was computed from in its status
+    /// only (same generation and metadata): only then is its watch event nothing but our
+    /// echo. A status apply the server finds unchanged answers with the current version,
+    /// which may carry someone else's change this manager has not seen yet.
+    pub status_only: bool,
     /// The status written.
     pub status: MicroK8sControlPlaneStatus,
 }
@@ -84,6 +89,7 @@ impl Written {
         prev: Option<&Written>,
         from: String,
         produced: Option<String>,
+        status_only: bool,
         status: MicroK8sControlPlaneStatus,
     ) -> Written {
         let chained = prev.filter(|p| p.superseded.contains(&from) || p.produced.as_ref() == Some(&from));
@@ -99,14 +105,34 @@ impl Written {
         Written {
             superseded,
             produced,
+            status_only,
             status,
         }
     }
 
-    /// Whether `version` is the one this write produced (its watch event is our own echo).
-    pub fn produced_version(&self, version: &str) -> bool {
-        self.produced.as_deref() == Some(version)
+    /// Whether the watch event of `version` is only our own echo: the version this write
+    /// produced, differing from what it was computed from in its status alone.
+    pub fn echo(&self, version: &str) -> bool {
+        self.status_only && self.produced.as_deref() == Some(version)
     }
+}
+
+/// Whether a status write's answer (`after`) shows the control plane as the reconcile read it
+/// (`before`) but for its status: the same generation (spec) and the same metadata a
+/// reconcile reads. The last-applied annotation and managed fields, which the manager's copies
+/// drop, are not compared.
+pub fn same_but_status(before: &kube::core::ObjectMeta, after: &kube::core::ObjectMeta) -> bool {
+    let annotations = |m: &kube::core::ObjectMeta| {
+        let mut a = m.annotations.clone().unwrap_or_default();
+        a.remove(mk8s_runtime::slim::ANNOTATION_LAST_APPLIED);
+        a
+    };
+    before.generation == after.generation
+        && before.deletion_timestamp == after.deletion_timestamp
+        && before.labels.clone().unwrap_or_default() == after.labels.clone().unwrap_or_default()
+        && annotations(before) == annotations(after)
+        && before.finalizers.clone().unwrap_or_default() == after.finalizers.clone().unwrap_or_default()
+        && before.owner_references.clone().unwrap_or_default() == after.owner_references.clone().unwrap_or_default()
 }
 
 /// The status a reconcile starts from. The control plane handed to a reconcile comes from the
@@ -328,7 +354,7 @@ impl Context {
         };
         self.written
             .lock()
-            .is_ok_and(|w| w.get(&format!("{ns}/{name}")).is_some_and(|x| x.produced_version(rv)))
+            .is_ok_and(|w| w.get(&format!("{ns}/{name}")).is_some_and(|x| x.echo(rv)))
     }
 
     /// Forgets every control plane that a relist no longer shows (`listed`: `namespace/name`).
@@ -677,11 +703,13 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                 _ => {}
             }
         })
-        .applied_objects()
+        // Our own status write's echo wakes nothing; a relist's objects all pass (a relist
+        // merges versions: the one our write produced may carry changes we never saw).
         .try_filter({
             let ctx = ctx.clone();
-            move |mcp| std::future::ready(!ctx.own_status_echo(mcp))
-        });
+            move |ev| std::future::ready(!matches!(ev, watcher::Event::Apply(mcp) if ctx.own_status_echo(mcp)))
+        })
+        .applied_objects();
     Controller::for_stream(mcp_stream, mcp_store)
         .with_config(controller::Config::default().concurrency(rt.flags.concurrency))
         .reconcile_on(rx)
@@ -799,7 +827,7 @@ mod tests {
             initialized: true,
             ..Default::default()
         };
-        let w = Written::next(None, "10".into(), Some("11".into()), ours.clone());
+        let w = Written::next(None, "10".into(), Some("11".into()), true, ours.clone());
         assert_eq!(
             effective_status(Some("10"), Some(&stored), Some(&w)),
             Some(ours),
@@ -814,10 +842,56 @@ mod tests {
         assert_eq!(effective_status(None, None, Some(&w)), None);
         // Only the version our write produced is its echo (no wake); the one it was computed
         // from and any later one (someone else's write, a spec change) are not.
-        assert!(w.produced_version("11"));
-        assert!(!w.produced_version("10"));
-        assert!(!w.produced_version("12"));
-        assert!(!Written::next(None, "10".into(), None, MicroK8sControlPlaneStatus::default()).produced_version(""));
+        assert!(w.echo("11"));
+        assert!(!w.echo("10"));
+        assert!(!w.echo("12"));
+        assert!(!Written::next(None, "10".into(), None, true, MicroK8sControlPlaneStatus::default()).echo(""));
+        // A write whose answer shows more than our status change is no echo.
+        assert!(
+            !Written::next(
+                None,
+                "10".into(),
+                Some("11".into()),
+                false,
+                MicroK8sControlPlaneStatus::default()
+            )
+            .echo("11")
+        );
+    }
+
+    #[test]
+    fn only_a_status_change_makes_an_echo() {
+        let before: kube::core::ObjectMeta = serde_json::from_value(serde_json::json!({
+            "name": "cp", "generation": 2, "resourceVersion": "10",
+            "labels": {"a": "b"}, "annotations": {"x": "y"}, "finalizers": ["f"]
+        }))
+        .unwrap();
+        let mut after = before.clone();
+        after.resource_version = Some("11".into());
+        after
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(mk8s_runtime::slim::ANNOTATION_LAST_APPLIED.into(), "{}".into());
+        assert!(super::same_but_status(&before, &after));
+        let changes: [fn(&mut kube::core::ObjectMeta); 5] = [
+            |m| m.generation = Some(3),
+            |m| {
+                m.annotations.as_mut().unwrap().insert("paused".into(), String::new());
+            },
+            |m| m.labels = None,
+            |m| m.finalizers = None,
+            |m| {
+                m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ))
+            },
+        ];
+        for change in changes {
+            let mut other = after.clone();
+            change(&mut other);
+            assert!(!super::same_but_status(&before, &other), "{other:?}");
+        }
     }
 
     #[test]
@@ -827,8 +901,8 @@ mod tests {
             ..Default::default()
         };
         // Two writes computed from version 10 (the watch had not shown the first): 10 -> 11 -> 12.
-        let first = Written::next(None, "10".into(), Some("11".into()), status(1));
-        let second = Written::next(Some(&first), "10".into(), Some("12".into()), status(2));
+        let first = Written::next(None, "10".into(), Some("11".into()), true, status(1));
+        let second = Written::next(Some(&first), "10".into(), Some("12".into()), true, status(2));
         // The watch now shows 11, the first write's result: the second write is still the truth.
         assert_eq!(
             effective_status(Some("11"), Some(&status(1)), Some(&second)),
@@ -843,23 +917,23 @@ mod tests {
             Some(status(2))
         );
         // Computed from our previous write's result: the chain goes on.
-        let third = Written::next(Some(&second), "12".into(), Some("13".into()), status(3));
+        let third = Written::next(Some(&second), "12".into(), Some("13".into()), true, status(3));
         assert_eq!(third.superseded, ["12", "10", "11"]);
         assert_eq!(
             effective_status(Some("11"), Some(&status(1)), Some(&third)),
             Some(status(3))
         );
         // Computed from someone else's version: the chain starts again.
-        let foreign = Written::next(Some(&third), "20".into(), Some("21".into()), status(4));
+        let foreign = Written::next(Some(&third), "20".into(), Some("21".into()), true, status(4));
         assert_eq!(foreign.superseded, ["20"]);
         assert_eq!(
             effective_status(Some("13"), Some(&status(3)), Some(&foreign)),
             Some(status(3))
         );
         // Bounded.
-        let mut w = Written::next(None, "0".into(), Some("1".into()), status(0));
+        let mut w = Written::next(None, "0".into(), Some("1".into()), true, status(0));
         for i in 1..50 {
-            w = Written::next(Some(&w), i.to_string(), Some((i + 1).to_string()), status(i));
+            w = Written::next(Some(&w), i.to_string(), Some((i + 1).to_string()), true, status(i));
         }
         assert_eq!(w.superseded.len(), Written::KEPT);
         assert_eq!(w.superseded[0], "49");

@@ -178,7 +178,14 @@ impl<'a> Rec<'a> {
             )
             .await?;
         if let (Some(from), Ok(mut w)) = (self.mcp.metadata.resource_version.clone(), self.ctx.written.lock()) {
-            let next = crate::controller::Written::next(w.get(&self.key), from, patched.metadata.resource_version, st);
+            let status_only = crate::controller::same_but_status(&self.mcp.metadata, &patched.metadata);
+            let next = crate::controller::Written::next(
+                w.get(&self.key),
+                from,
+                patched.metadata.resource_version,
+                status_only,
+                st,
+            );
             w.insert(self.key.clone(), next);
         }
         Ok(())

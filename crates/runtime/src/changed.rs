@@ -8,7 +8,7 @@ use kube::runtime::watcher;
 
 /// The objects of a (reflected) watch stream whose change matters: each applied object whose
 /// `fingerprint` differs from the last one seen of it (an object without a fingerprint always
-/// passes), and every deleted object.
+/// passes), every deleted object, and every object of a list or relist.
 ///
 /// Unlike kube-runtime's `predicate_filter`, a Delete always passes: the object it carries
 /// is the last one applied (finalizers gone), so its fingerprint equals the last seen and a
@@ -31,10 +31,13 @@ where
                 listed.clear();
                 None
             }
+            // Every object of a (re)list passes: no Delete comes for one that vanished while
+            // the watch was down, so the reconciles of those still listed must look again.
             Ok(watcher::Event::InitApply(o)) => {
                 let key = key_of(&o);
                 listed.insert(key.clone());
-                changed(&mut seen, key, fingerprint(&o)).then_some(Ok(o))
+                changed(&mut seen, key, fingerprint(&o));
+                Some(Ok(o))
             }
             Ok(watcher::Event::Apply(o)) => changed(&mut seen, key_of(&o), fingerprint(&o)).then_some(Ok(o)),
             Ok(watcher::Event::InitDone) => {
@@ -90,7 +93,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn passes_changes_and_every_delete() {
+    async fn passes_changes_every_delete_and_every_relisted_object() {
         use watcher::Event::*;
         let events = vec![
             Init,
@@ -102,7 +105,14 @@ mod tests {
             Apply(cm("c", "x")), // no fingerprint: passes
             Apply(cm("c", "x")),
             Delete(cm("a", "2")), // same as its last update, still passes
-            // A relist that no longer lists `b` forgets it; `b` coming back passes again.
+            // A relist passes every object it lists, changed or not (`c` vanished meanwhile:
+            // no Delete says so, and those still listed must wake their reconciles)...
+            Init,
+            InitApply(cm("a", "3")),
+            InitApply(cm("b", "1")),
+            InitDone,
+            Apply(cm("b", "1")), // unchanged since the relist: dropped
+            // ...and forgets what it no longer lists: `b` coming back passes again.
             Init,
             InitApply(cm("a", "3")),
             InitDone,
@@ -115,6 +125,9 @@ mod tests {
             })
             .collect()
             .await;
-        assert_eq!(out, ["a=1", "b=1", "a=2", "c=x", "c=x", "a=2", "a=3", "b=1"]);
+        assert_eq!(
+            out,
+            ["a=1", "b=1", "a=2", "c=x", "c=x", "a=2", "a=3", "b=1", "a=3", "b=1"]
+        );
     }
 }
