@@ -481,15 +481,8 @@ impl<'a> Rec<'a> {
                 reason: problems.first().map_or("Invalid", |p| p.reason),
                 message: what_goes_on,
             });
-            self.patch_status(status::invalid(
-                &self.prev(),
-                Some(cluster_name),
-                cp.machines.len(),
-                &problems,
-                self.generation,
-                &self.tnow,
-            ))
-            .await?;
+            self.patch_status(status::held(&self.prev(), &cp, &problems, self.generation, &self.tnow))
+                .await?;
             return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
         }
         for m in cp.machines.iter().filter(|m| !m.deleting && m.in_place.is_some()) {

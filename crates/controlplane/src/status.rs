@@ -628,6 +628,33 @@ pub fn invalid(
     finish_partial(st, cluster, machines, generation)
 }
 
+/// Status of a control plane whose spec cannot be acted on while it goes on with what does
+/// not need the spec ([`crate::spec::held`]): [`invalid`], plus whether the control plane is
+/// initialized, which is known from its nodes whatever the spec says. A spec broken after
+/// the first node came up then does not keep the Cluster (and every worker) uninitialized.
+pub fn held(
+    prev: &MicroK8sControlPlaneStatus,
+    cp: &ControlPlane,
+    problems: &[SpecProblem],
+    generation: Option<i64>,
+    now: &Time,
+) -> MicroK8sControlPlaneStatus {
+    let mut st = invalid(prev, Some(&cp.cluster), cp.machines.len(), problems, generation, now);
+    if cp.initialized() {
+        st.initialized = true;
+        st.initialization = Some(ControlPlaneInitialization {
+            control_plane_initialized: Some(true),
+        });
+        conditions::set(
+            &mut st.conditions,
+            Condition::true_(INITIALIZED, "Initialized", ""),
+            generation,
+            now,
+        );
+    }
+    st
+}
+
 /// Status while paused: `Paused` true, the rest untouched.
 pub fn paused(
     prev: &MicroK8sControlPlaneStatus,
@@ -1145,5 +1172,39 @@ mod tests {
         assert_eq!(v1.iter().find(|c| c.type_ == SPEC_VALID).unwrap().severity, "Error");
         let p = paused(&st, "Cluster spec.paused is true", Some(2), &now());
         assert_eq!(cond(&p, PAUSED).status, "True");
+    }
+
+    #[test]
+    fn a_held_control_plane_still_reports_its_initialization() {
+        let problems = [SpecProblem {
+            reason: "InvalidVersion",
+            message: "bad".into(),
+        }];
+        let mut up = cp(1, "v1.33.0", vec![healthy("a", 1, "v1.33.0")]);
+        up.was_initialized = false;
+        up.nodes[0].accepts_joins = true;
+        assert!(up.initialized(), "its node accepts joins");
+        let st = held(&MicroK8sControlPlaneStatus::default(), &up, &problems, Some(2), &now());
+        assert!(st.initialized);
+        assert_eq!(
+            st.initialization.as_ref().unwrap().control_plane_initialized,
+            Some(true)
+        );
+        assert_eq!(cond(&st, INITIALIZED).status, "True");
+        assert_eq!(cond(&st, SPEC_VALID).reason, "InvalidVersion");
+        let mut first = healthy("a", 1, "v1.33.0");
+        first.node_ref = None;
+        let mut coming = cp(1, "v1.33.0", vec![first]);
+        coming.was_initialized = false;
+        coming.nodes.clear();
+        let st = held(
+            &MicroK8sControlPlaneStatus::default(),
+            &coming,
+            &problems,
+            Some(2),
+            &now(),
+        );
+        assert!(!st.initialized);
+        assert_eq!(st.replicas, Some(1));
     }
 }
