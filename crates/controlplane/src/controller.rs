@@ -131,8 +131,9 @@ pub fn same_but_status(before: &kube::core::ObjectMeta, after: &kube::core::Obje
         && before.deletion_timestamp == after.deletion_timestamp
         && before.labels.clone().unwrap_or_default() == after.labels.clone().unwrap_or_default()
         && annotations(before) == annotations(after)
-        && before.finalizers.clone().unwrap_or_default() == after.finalizers.clone().unwrap_or_default()
-        && before.owner_references.clone().unwrap_or_default() == after.owner_references.clone().unwrap_or_default()
+        && before.finalizers.as_deref().unwrap_or_default() == after.finalizers.as_deref().unwrap_or_default()
+        && before.owner_references.as_deref().unwrap_or_default()
+            == after.owner_references.as_deref().unwrap_or_default()
 }
 
 /// The status a reconcile starts from. The control plane handed to a reconcile comes from the
@@ -474,7 +475,7 @@ fn owner_or_cluster(
         .owner_references
         .iter()
         .flatten()
-        .find(|o| o.kind == names::KIND && o.api_version.starts_with(&format!("{}/", names::GROUP)))
+        .find(|o| names::is_control_plane_owner(o))
     {
         return Some(mcp_ref(&o.name, ns));
     }
@@ -598,7 +599,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                 .owner_references
                 .iter()
                 .flatten()
-                .find(|o| o.kind == names::KIND && o.api_version.starts_with(&format!("{}/", names::GROUP)))
+                .find(|o| names::is_control_plane_owner(o))
                 .map(|o| mcp_ref(&o.name, ns))
         },
         None,

@@ -35,12 +35,11 @@ pub fn created_by_providers(s: &Secret, cluster: &str, mcp: &str) -> bool {
 
 /// The control plane's name from a controller owner reference of a Machine.
 fn controlled_by(m: &CpMachine, mcp: &str) -> bool {
-    m.metadata.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true)
-            && o.kind == names::KIND
-            && o.api_version.starts_with(&format!("{}/", names::GROUP))
-            && o.name == mcp
-    })
+    m.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && names::is_control_plane_owner(o) && o.name == mcp)
 }
 
 pub(crate) async fn reconcile(r: &Rec<'_>) -> Result<Action> {

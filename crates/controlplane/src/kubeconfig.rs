@@ -59,10 +59,7 @@ pub fn secret_text(s: &Secret, key: &str) -> Option<String> {
 /// Whether an owner reference points at this control plane (group, kind and name; the uid
 /// changes across `clusterctl move`).
 pub fn owned_by_control_plane(owners: Option<&Vec<OwnerReference>>, mcp: &str) -> bool {
-    owners.is_some_and(|o| {
-        o.iter()
-            .any(|r| r.kind == names::KIND && r.api_version.starts_with(&format!("{}/", names::GROUP)) && r.name == mcp)
-    })
+    owners.is_some_and(|o| o.iter().any(|r| names::is_control_plane_owner(r) && r.name == mcp))
 }
 
 /// Classifies an existing kubeconfig Secret. `ca_cert_pem` is the cluster CA, when readable

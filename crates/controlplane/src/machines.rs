@@ -138,9 +138,12 @@ pub fn is_of_cluster(m: &CpMachine, cluster: &str) -> bool {
 /// addresses (copying providerIDs onto Nodes, waiting for workers on deletion), so CAPI's
 /// many condition and phase rewrites of workers no longer wake their control plane.
 pub fn fingerprint(m: &CpMachine) -> Option<u64> {
-    let controlled = m.metadata.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true) && o.kind == names::KIND && o.api_version.starts_with(&format!("{}/", names::GROUP))
-    });
+    let controlled = m
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && names::is_control_plane_owner(o));
     if controlled || label(&m.metadata, consts::LABEL_CONTROL_PLANE).is_some() {
         let mut m = m.clone();
         m.metadata.resource_version = None;

@@ -5,6 +5,11 @@
 
 use rand::RngExt;
 
+/// Whether an owner reference points at a MicroK8sControlPlane (any version of its group).
+pub fn is_control_plane_owner(o: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> bool {
+    o.kind == KIND && o.api_version.strip_prefix(GROUP).is_some_and(|v| v.starts_with('/'))
+}
+
 /// Field manager of every write (server-side apply of status, creates, merge patches).
 pub const FIELD_MANAGER: &str = "microk8s-controlplane";
 /// Field manager of the server-side apply that propagates `machineTemplate.metadata` and the
@@ -114,6 +119,32 @@ pub fn action_pod_name(action: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_plane_owners_by_kind_and_group_in_any_version() {
+        let owner = |api_version: &str, kind: &str| k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            ..Default::default()
+        };
+        assert!(is_control_plane_owner(&owner(
+            "controlplane.cluster.x-k8s.io/v1beta1",
+            KIND
+        )));
+        assert!(is_control_plane_owner(&owner(
+            "controlplane.cluster.x-k8s.io/v1beta2",
+            KIND
+        )));
+        assert!(!is_control_plane_owner(&owner(
+            "controlplane.cluster.x-k8s.io.evil/v1",
+            KIND
+        )));
+        assert!(!is_control_plane_owner(&owner("controlplane.cluster.x-k8s.io", KIND)));
+        assert!(!is_control_plane_owner(&owner(
+            "controlplane.cluster.x-k8s.io/v1beta1",
+            "KubeadmControlPlane"
+        )));
+    }
 
     #[test]
     fn suffixes_use_the_alphabet() {
