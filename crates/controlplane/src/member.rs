@@ -166,7 +166,7 @@ pub fn hook_next(cp: &ControlPlane, m: &MachineView, pod: PodPhase, limits: Acti
         return HookNext::Restart(why);
     }
     if let Some(st) = &m.removal {
-        let age = Duration::from_secs(u64::try_from(cp.now.as_second() - st.since.as_second()).unwrap_or(0));
+        let age = crate::upgrade::elapsed(st.since, cp.now);
         return match pod {
             PodPhase::Succeeded => HookNext::Done,
             PodPhase::Failed => HookNext::Failed {

@@ -366,9 +366,10 @@ pub fn retry_pause(failures: u32) -> Duration {
     Duration::from_secs(15 * u64::from(failures.clamp(1, 12)))
 }
 
-fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
-    let secs = now.as_second().saturating_sub(since.as_second());
-    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+/// The time from `since` to `now` (zero if `now` is earlier), to the nanosecond: whole
+/// seconds would cut a pause short by up to one second when `since` has a fraction.
+pub(crate) fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
 }
 
 /// What the node of an upgrading Machine shows now.
@@ -715,6 +716,14 @@ mod tests {
         ));
         let retried = state(InPlacePhase::Refreshing, 985, 1);
         assert_eq!(next(&retried, "1.33", PodPhase::Missing), InPlaceNext::CreatePod);
+        // A failure recorded at 985.9 s has not paused 15 s at 1000 s: whole seconds would
+        // have cut the pause to 14.1 s.
+        let mut late = state(InPlacePhase::Refreshing, 985, 1);
+        late.since = Timestamp::new(985, 900_000_000).unwrap();
+        assert!(matches!(
+            next(&late, "1.33", PodPhase::Missing),
+            InPlaceNext::Wait(Some(d), _) if d == Duration::from_millis(900)
+        ));
         let retried = state(InPlacePhase::Refreshing, 975, 2);
         assert!(matches!(
             next(&retried, "1.33", PodPhase::Missing),
