@@ -320,10 +320,62 @@ pub fn http_get(port: u16, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A Prometheus counter summed by the value of one of its labels (`label`), over the series
+/// whose labels include `filter` (e.g. `controller="bootstrap"`).
+pub fn metric_by_label(text: &str, name: &str, filter: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let prefix = format!("{label}=\"");
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        if !labels.split(',').any(|x| x == filter) {
+            continue;
+        }
+        let Some(v) = labels
+            .split(',')
+            .find_map(|x| x.strip_prefix(&prefix)?.strip_suffix('"'))
+        else {
+            continue;
+        };
+        if let Ok(n) = value.trim().parse::<f64>() {
+            *out.entry(v.to_string()).or_insert(0.0) += n;
+        }
+    }
+    out
+}
+
 /// Sum of a Prometheus counter over all its label sets.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod metric_tests {
+    use super::{metric_by_label, metric_sum};
+
+    #[test]
+    fn counters_are_summed_by_a_label_within_a_filter() {
+        let text = "# HELP mk8s_reconcile_causes Reconciles\n\
+mk8s_reconcile_causes_total{controller=\"controlplane\",cause=\"machines\"} 7\n\
+mk8s_reconcile_causes_total{controller=\"controlplane\",cause=\"timer_provisioning\"} 2\n\
+mk8s_reconcile_causes_total{controller=\"bootstrap\",cause=\"machines\"} 5\n\
+mk8s_reconcile_causes_totalx{controller=\"controlplane\",cause=\"machines\"} 100\n";
+        let m = metric_by_label(
+            text,
+            "mk8s_reconcile_causes_total",
+            "controller=\"controlplane\"",
+            "cause",
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["machines"], 7.0);
+        assert_eq!(m["timer_provisioning"], 2.0);
+        assert_eq!(metric_sum(text, "mk8s_reconcile_causes_total"), 14.0);
+    }
 }

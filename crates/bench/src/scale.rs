@@ -17,7 +17,7 @@ use mk8s_e2e::cluster::{self, Shape};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::env::{BenchEnv, EnvOptions, SimOptions, metric_sum};
+use crate::env::{BenchEnv, EnvOptions, SimOptions, metric_by_label, metric_sum};
 use crate::theirs::Provider;
 use crate::{audit, procstat};
 
@@ -103,6 +103,9 @@ pub struct Result {
     pub requests_per_machine: BTreeMap<String, f64>,
     /// Reconciles per cluster of our managers.
     pub reconciles_per_cluster: BTreeMap<String, f64>,
+    /// Reconciles per cluster of our managers by what woke them (`mk8s_reconcile_causes_total`;
+    /// empty for Canonical's).
+    pub reconcile_causes_per_cluster: BTreeMap<String, BTreeMap<String, f64>>,
     /// Phase durations over the clusters.
     pub phases: BTreeMap<String, Stats>,
     /// Memory (PSS, MiB) by component after the last cluster, and per cluster.
@@ -619,16 +622,24 @@ pub async fn run(o: &Options) -> Result {
         "bench: {}: {}/{applied} Available after {t_done:.1}s; idling {}s",
         o.label, res.available, o.idle_s
     );
+    let mut causes_done: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let reconciles_done: BTreeMap<String, f64> = {
         let mut m = BTreeMap::new();
-        for (kind, name) in [
-            (ManagerKind::Bootstrap, "mk8s-bootstrap"),
-            (ManagerKind::ControlPlane, "mk8s-controlplane"),
+        for (kind, name, controller) in [
+            (ManagerKind::Bootstrap, "mk8s-bootstrap", "microk8sconfig"),
+            (ManagerKind::ControlPlane, "mk8s-controlplane", "microk8scontrolplane"),
         ] {
-            m.insert(
-                name.to_string(),
-                metric_sum(&env.metrics(kind).await, o.provider.reconcile_metric()),
+            let text = env.metrics(kind).await;
+            m.insert(name.to_string(), metric_sum(&text, o.provider.reconcile_metric()));
+            let causes = metric_by_label(
+                &text,
+                "mk8s_reconcile_causes_total",
+                &format!("controller=\"{controller}\""),
+                "cause",
             );
+            if !causes.is_empty() {
+                causes_done.insert(name.to_string(), causes);
+            }
         }
         m
     };
@@ -714,6 +725,14 @@ pub async fn run(o: &Options) -> Result {
     }
     for (k, v) in reconciles_done {
         res.reconciles_per_cluster.insert(k, v / n);
+    }
+    for (who, causes) in causes_done {
+        let per: BTreeMap<String, f64> = causes.into_iter().map(|(c, v)| (c, v / n)).collect();
+        let mut by_count: Vec<_> = per.iter().collect();
+        by_count.sort_by(|a, b| b.1.total_cmp(a.1));
+        let line: Vec<String> = by_count.iter().map(|(c, v)| format!("{c} {v:.1}")).collect();
+        eprintln!("bench: {who}: reconciles per cluster by cause: {}", line.join(", "));
+        res.reconcile_causes_per_cluster.insert(who, per);
     }
     res.phases = book.lock().map(|b| phase_stats(&b)).unwrap_or_default();
     env.stop().await;

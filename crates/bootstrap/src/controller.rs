@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -29,6 +29,7 @@ use mk8s_pki::KeyAlgorithm;
 use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::secret_cache::{SecretCache, secret_cache_slimmed};
 use mk8s_runtime::slim::slim_all;
+use mk8s_runtime::wakes::{Triggers, Wakes};
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
@@ -62,6 +63,8 @@ pub struct Context {
     machine_ar: ApiResource,
     cluster_ar: ApiResource,
     backoff: Backoff,
+    /// What woke each config's next reconcile.
+    wakes: Arc<Wakes>,
     /// Becomes true once every cache has listed. (kube's `Store::wait_until_ready` wakes only
     /// one of several concurrent waiters, so one task waits and publishes here.)
     caches_ready: tokio::sync::watch::Receiver<bool>,
@@ -132,10 +135,12 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
     // cluster Secret or a data Secret is absent (one a user created without labels included),
     // so creating one needs no GET first. A data Secret changing wakes its config.
     let (secrets, secret_feed) = secret_cache_slimmed(client.clone(), secrets::slim_copy);
+    let wakes = Arc::new(Wakes::default());
     let (owned_tx, owned_rx) = futures::channel::mpsc::unbounded();
+    let owned_tx = Triggers::new(owned_tx, wakes.clone());
     let secret_task = tokio::spawn(secret_feed.run(rt.api(), move |s| {
         if let Some(r) = controlling_config(&s.metadata) {
-            let _ = owned_tx.unbounded_send(r);
+            owned_tx.send(r, "secrets");
         }
     }));
     let lock_stream = watcher(rt.api::<PartialObjectMeta<ConfigMap>>(), labelled)
@@ -152,6 +157,14 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         .backoff(WatchBackoff::management())
         .modify(|c: &mut MicroK8sConfig| slim_all(c.meta_mut()))
         .reflect(config_writer)
+        .inspect_ok({
+            let wakes = wakes.clone();
+            move |ev| match ev {
+                watcher::Event::Apply(c) | watcher::Event::InitApply(c) => wakes.trigger(&key_of(c), "microk8sconfigs"),
+                watcher::Event::Delete(c) => wakes.forget(&key_of(c)),
+                _ => {}
+            }
+        })
         .applied_objects();
     let controller = Controller::for_stream(config_stream, configs.clone())
         .with_config(ControllerConfig::default().concurrency(rt.flags.concurrency));
@@ -187,12 +200,20 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
         machine_ar: machine_ar.clone(),
         cluster_ar: cluster_ar.clone(),
         backoff: Backoff::default(),
+        wakes: wakes.clone(),
         caches_ready,
     });
 
     let m_store = machines.clone();
     let m_store2 = machines.clone();
     let m_store3 = machines.clone();
+    let noted = move |source: &'static str, refs: Vec<ObjectRef<MicroK8sConfig>>| {
+        for r in &refs {
+            wakes.trigger(&mk8s_runtime::wakes::key_of(r), source);
+        }
+        refs
+    };
+    let (noted2, noted3) = (noted.clone(), noted.clone());
     let shutdown = rt.shutdown.clone();
     tokio::spawn(report_states(configs.clone(), rt.metrics.clone(), rt.shutdown.clone()));
     controller
@@ -208,7 +229,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
                 {
                     out.extend(configs_of_cluster(&m_store, ns, &m.spec.cluster_name, true));
                 }
-                out
+                noted("machines", out)
             },
             machine_ar,
         )
@@ -216,7 +237,10 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
             cluster_stream,
             move |c: Cluster| {
                 let ns = c.metadata.namespace.clone().unwrap_or_default();
-                configs_of_cluster(&m_store2, &ns, c.metadata.name.as_deref().unwrap_or_default(), false)
+                noted2(
+                    "clusters",
+                    configs_of_cluster(&m_store2, &ns, c.metadata.name.as_deref().unwrap_or_default(), false),
+                )
             },
             cluster_ar,
         )
@@ -225,7 +249,7 @@ pub async fn run(rt: Runtime) -> Result<(), RuntimeError> {
             let ns = cm.metadata.namespace.clone().unwrap_or_default();
             let cluster = cm.labels().get(consts::LABEL_CLUSTER_NAME).cloned().unwrap_or_default();
             if cm.name_any() == consts::init_lock_configmap(&cluster) {
-                configs_of_cluster(&m_store3, &ns, &cluster, true)
+                noted3("init_lock", configs_of_cluster(&m_store3, &ns, &cluster, true))
             } else {
                 vec![]
             }
@@ -266,6 +290,7 @@ fn key_of(cfg: &MicroK8sConfig) -> String {
 
 async fn reconcile(cfg: Arc<MicroK8sConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
     let timer = ctx.rt.metrics.start(CONTROLLER);
+    ctx.rt.metrics.cause(CONTROLLER, ctx.wakes.take(&key_of(&cfg)));
     let result = match reconcile_inner(&cfg, &ctx).await {
         // Deleted while this reconcile ran: done, not a failure to retry and warn about.
         Err(e) if e.is_config_gone(&cfg.name_any()) => {
@@ -283,8 +308,11 @@ async fn reconcile(cfg: Arc<MicroK8sConfig>, ctx: Arc<Context>) -> Result<Action
         Ok(_) => "requeue",
         Err(_) => "error",
     });
-    if result.as_ref().is_ok_and(|a| *a == Action::await_change()) {
-        ctx.backoff.reset(&key_of(&cfg));
+    match &result {
+        Ok(a) if *a == Action::await_change() => ctx.backoff.reset(&key_of(&cfg)),
+        // Every requeue but one (a lock given back, 200 ms) is the backoff of a wait on input.
+        Ok(_) => ctx.wakes.timer(&key_of(&cfg), "timer_retry"),
+        Err(_) => {}
     }
     result
 }
@@ -292,6 +320,7 @@ async fn reconcile(cfg: Arc<MicroK8sConfig>, ctx: Arc<Context>) -> Result<Action
 fn error_policy(cfg: Arc<MicroK8sConfig>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.rt.metrics.error(CONTROLLER, err.metric_label());
     let delay = ctx.backoff.fail(&key_of(&cfg));
+    ctx.wakes.timer(&key_of(&cfg), "timer_error_retry");
     warn!(config = %key_of(&cfg), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

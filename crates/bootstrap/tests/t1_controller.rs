@@ -360,7 +360,26 @@ async fn gating_init_join_and_worker_wakeup() {
     })
     .await;
     assert!(ctrl.metrics.encode().contains("mk8s_reconcile_total"));
+    let registry = ctrl.metrics.clone();
     ctrl.stop().await;
+    // Every reconcile counts once with what woke it: first the config itself.
+    let metrics = registry.encode();
+    assert!(
+        metrics.contains("mk8s_reconcile_causes_total{controller=\"microk8sconfig\",cause=\"microk8sconfigs\"}"),
+        "{metrics}"
+    );
+    let sum = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sum("mk8s_reconcile_causes_total"),
+        sum("mk8s_reconcile_total"),
+        "{metrics}"
+    );
 }
 
 /// `Ready` of a config as `status/reason`, and `JoinTargetsAvailable` likewise (or `-`).

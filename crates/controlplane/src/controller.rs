@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::channel::mpsc::unbounded;
 use futures::{StreamExt, TryStreamExt};
 use kube::Resource;
 use kube::api::Api;
@@ -25,6 +25,7 @@ use mk8s_api::capi::{Cluster, ObjRef};
 use mk8s_api::consts::LABEL_CLUSTER_NAME;
 use mk8s_api::{MicroK8sConfig, MicroK8sControlPlane, MicroK8sControlPlaneStatus};
 use mk8s_runtime::backoff::WatchBackoff;
+use mk8s_runtime::wakes::{Triggers, Wakes};
 use mk8s_runtime::{Backoff, Runtime, RuntimeError};
 use tracing::{debug, info, warn};
 
@@ -236,6 +237,8 @@ pub struct Context {
     pub infra: InfraMeta,
     /// Metrics.
     pub metrics: CpMetrics,
+    /// What woke each control plane's next reconcile.
+    pub wakes: Arc<Wakes>,
     expectations: Mutex<HashMap<String, Pending>>,
     /// Last orphan sweep per control plane.
     pub sweeps: Mutex<HashMap<String, Instant>>,
@@ -327,6 +330,7 @@ impl Context {
         if let Ok(mut m) = self.written.lock() {
             m.remove(key);
         }
+        self.wakes.forget(key);
         self.backoff.reset(key);
     }
 
@@ -491,7 +495,8 @@ fn owner_or_cluster(
 }
 
 /// Watches `api` into `writer` and sends the control plane `map` gives for each object
-/// changed; with `fingerprint`, only when the object's fingerprint changed.
+/// changed, as a trigger from `name`; with `fingerprint`, only when the object's fingerprint
+/// changed.
 fn spawn_reflector<K, F>(
     name: &'static str,
     api: Api<K>,
@@ -499,7 +504,7 @@ fn spawn_reflector<K, F>(
     writer: reflector::store::Writer<K>,
     map: F,
     fingerprint: Option<fn(&K) -> Option<u64>>,
-    tx: UnboundedSender<ObjectRef<MicroK8sControlPlane>>,
+    tx: Triggers<MicroK8sControlPlane>,
 ) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -519,7 +524,7 @@ where
             match ev {
                 Ok(obj) => {
                     if let Some(r) = map(&obj) {
-                        let _ = tx.unbounded_send(r);
+                        tx.send(r, name);
                     }
                 }
                 Err(e) => warn!(watch = name, error = %e, "watch failed; retrying"),
@@ -543,6 +548,8 @@ where
 /// flight finish).
 pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), RuntimeError> {
     let (tx, rx) = unbounded::<ObjectRef<MicroK8sControlPlane>>();
+    let wakes = Arc::new(Wakes::default());
+    let tx = Triggers::new(tx, wakes.clone());
     let client = rt.client.clone();
     let core = rt.core_version;
 
@@ -619,7 +626,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                 .as_deref()
                 .and_then(mk8s_api::consts::cluster_of_named_secret);
             if let Some(r) = owner_or_cluster(&obj.metadata, by_name, &clusters, &cluster_ar) {
-                let _ = tx.unbounded_send(r);
+                tx.send(r, "secrets");
             }
         })));
     }
@@ -666,6 +673,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         secrets,
         infra: InfraMeta::new(client.clone(), &rt.flags.namespace),
         metrics,
+        wakes: wakes.clone(),
         expectations: Mutex::new(HashMap::new()),
         sweeps: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
@@ -710,6 +718,11 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
             let ctx = ctx.clone();
             move |ev| std::future::ready(!matches!(ev, watcher::Event::Apply(mcp) if ctx.own_status_echo(mcp)))
         })
+        .inspect_ok(move |ev| {
+            if let watcher::Event::Apply(mcp) | watcher::Event::InitApply(mcp) = ev {
+                wakes.trigger(&mk8s_runtime::wakes::key_of(&ObjectRef::from_obj(mcp)), "controlplane");
+            }
+        })
         .applied_objects();
     Controller::for_stream(mcp_stream, mcp_store)
         .with_config(controller::Config::default().concurrency(rt.flags.concurrency))
@@ -742,10 +755,12 @@ pub fn error_policy(mcp: Arc<MicroK8sControlPlane>, err: &Error, ctx: Arc<Contex
     );
     match err {
         Error::Conflict(_) => {
+            ctx.wakes.timer(&key, "timer_conflict_retry");
             debug!(control_plane = %key, error = %err, "write conflict; retrying soon");
             Action::requeue(Duration::from_secs(1))
         }
         _ => {
+            ctx.wakes.timer(&key, "timer_error_retry");
             let wait = ctx.backoff.fail(&key);
             warn!(control_plane = %key, error = %err, retry_in = ?wait, "reconcile failed");
             Action::requeue(wait)

@@ -40,6 +40,7 @@ pub async fn reconcile(mcp: Arc<MicroK8sControlPlane>, ctx: Arc<Context>) -> Res
     let timer = ctx.rt.metrics.start(names::CONTROLLER);
     let r = Rec::new(&mcp, &ctx);
     let key = r.key.clone();
+    ctx.rt.metrics.cause(names::CONTROLLER, ctx.wakes.take(&key));
     let res = r.run().await;
     match &res {
         Ok(_) => {
@@ -69,9 +70,14 @@ pub(crate) struct Rec<'a> {
     pub(crate) status: Option<MicroK8sControlPlaneStatus>,
 }
 
-fn min_wait(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+/// When to look again without a trigger, and why (the cause the next reconcile reports,
+/// `timer_<why>`, unless a trigger wakes it first).
+type Wait = Option<(Duration, &'static str)>;
+
+/// The earlier of two waits.
+fn min_wait(a: Wait, b: Wait) -> Wait {
     match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
+        (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
         (x, None) => x,
         (None, y) => y,
     }
@@ -191,6 +197,18 @@ impl<'a> Rec<'a> {
         Ok(())
     }
 
+    /// The action of a reconcile that looks again after `wait` (noting why), or on the next
+    /// change.
+    fn after(&self, wait: Wait) -> Action {
+        match wait {
+            Some((d, why)) => {
+                self.ctx.wakes.timer(&self.key, why);
+                Action::requeue(d)
+            }
+            None => Action::await_change(),
+        }
+    }
+
     fn condition_changed(&self, type_: &str, reason: &str) -> bool {
         self.status
             .as_ref()
@@ -202,7 +220,7 @@ impl<'a> Rec<'a> {
         match self.ctx.store_wait(&self.key, &self.ns) {
             StoreWait::CaughtUp => {}
             // Woken by the Machine event that shows our write; the timer is the fallback.
-            StoreWait::Waiting(fallback) => return Ok(Action::requeue(fallback)),
+            StoreWait::Waiting(fallback) => return Ok(self.after(Some((fallback, "timer_store_wait")))),
             StoreWait::Overdue(expects) => {
                 let lagging = match self.shown_by_the_api_server(expects.clone()).await {
                     Ok(l) => l,
@@ -215,7 +233,7 @@ impl<'a> Rec<'a> {
                 if !lagging.is_empty() {
                     warn!(control_plane = %self.key, expectations = ?lagging, "the Machine store lags the API server by more than 30 s; waiting for it before deciding");
                     self.ctx.rearm(&self.key, lagging);
-                    return Ok(Action::requeue(Duration::from_secs(1)));
+                    return Ok(self.after(Some((Duration::from_secs(1), "timer_store_lag"))));
                 }
                 debug!(control_plane = %self.key, "writes the Machine store never showed were undone since; deciding on the store");
             }
@@ -458,12 +476,12 @@ impl<'a> Rec<'a> {
         }
 
         // Operations in flight.
-        let mut requeue = kc.renew_in;
+        let mut requeue: Wait = kc.renew_in.map(|d| (d, "timer_kubeconfig_renewal"));
         let mut in_flight = vec![];
         let mut busy: Option<String> = None;
         for m in cp.machines.iter().filter(|m| m.deleting && m.has_hook) {
             let (msg, wait) = self.progress_removal(&cp, m, workload.as_ref(), cluster_name).await?;
-            requeue = min_wait(requeue, wait);
+            requeue = min_wait(requeue, wait.map(|d| (d, "timer_member_removal")));
             if let Some(msg) = msg {
                 in_flight.push(msg.clone());
                 busy.get_or_insert(msg);
@@ -483,11 +501,11 @@ impl<'a> Rec<'a> {
             });
             self.patch_status(status::held(&self.prev(), &cp, &problems, self.generation, &self.tnow))
                 .await?;
-            return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
+            return Ok(self.after(requeue));
         }
         for m in cp.machines.iter().filter(|m| !m.deleting && m.in_place.is_some()) {
             let (msg, wait) = self.progress_in_place(&cp, m, workload.as_ref()).await?;
-            requeue = min_wait(requeue, wait);
+            requeue = min_wait(requeue, wait.map(|d| (d, "timer_in_place_upgrade")));
             if let Some(msg) = msg {
                 in_flight.push(msg.clone());
                 busy.get_or_insert(msg);
@@ -505,7 +523,7 @@ impl<'a> Rec<'a> {
             if !ready {
                 p = plan::plan(&cp, busy, Some(false));
                 // Nothing announces that /readyz recovered: look again soon.
-                requeue = min_wait(requeue, Some(Duration::from_secs(15)));
+                requeue = min_wait(requeue, Some((Duration::from_secs(15), "timer_api_not_ready")));
             }
         }
         let mut extra = status::Extra {
@@ -514,7 +532,7 @@ impl<'a> Rec<'a> {
             in_flight,
         };
         if let RemediationDecision::Blocked { retry_after, .. } = &p.remediation {
-            requeue = min_wait(requeue, *retry_after);
+            requeue = min_wait(requeue, retry_after.map(|d| (d, "timer_remediation")));
         }
         match p.step.clone() {
             Step::Create {
@@ -548,7 +566,7 @@ impl<'a> Rec<'a> {
                         self.ctx.events.warning(self.mcp, reason, message.clone()).await;
                     }
                     extra.creation_error = Some((reason.to_string(), message));
-                    requeue = min_wait(requeue, Some(Duration::from_secs(30)));
+                    requeue = min_wait(requeue, Some((Duration::from_secs(30), "timer_creation_failed")));
                 }
             }
             Step::Delete { machine, why } => self.delete_machine(&machine, &why).await?,
@@ -590,9 +608,9 @@ impl<'a> Rec<'a> {
         self.patch_status(st).await?;
 
         if cp.active().any(|m| m.node_ref.is_none()) {
-            requeue = min_wait(requeue, Some(self.ctx.cfg.provisioning_requeue));
+            requeue = min_wait(requeue, Some((self.ctx.cfg.provisioning_requeue, "timer_provisioning")));
         }
-        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+        Ok(self.after(requeue))
     }
 
     /// A Machine's view, with its MicroK8sConfig (store) and its infrastructure machine's

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -20,6 +19,7 @@ use kube::{Client, ResourceExt};
 use mk8s_api::MicroK8sControlPlane;
 use mk8s_runtime::backoff::WatchBackoff;
 use mk8s_runtime::client::{WorkloadTimeouts, workload_client};
+use mk8s_runtime::wakes::Triggers;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result, is_already_exists, is_not_found};
@@ -366,13 +366,13 @@ struct Entry {
 /// The workload clusters this manager watches, by `<namespace>/<cluster>`.
 pub struct Workloads {
     entries: Mutex<HashMap<String, Entry>>,
-    triggers: UnboundedSender<ObjectRef<MicroK8sControlPlane>>,
+    triggers: Triggers<MicroK8sControlPlane>,
     timeouts: WorkloadTimeouts,
 }
 
 impl Workloads {
     /// An empty set; watch events of every cluster are sent to `triggers`.
-    pub fn new(triggers: UnboundedSender<ObjectRef<MicroK8sControlPlane>>, timeouts: WorkloadTimeouts) -> Self {
+    pub fn new(triggers: Triggers<MicroK8sControlPlane>, timeouts: WorkloadTimeouts) -> Self {
         Workloads {
             entries: Mutex::new(HashMap::new()),
             triggers,
@@ -511,7 +511,7 @@ async fn watch(
     mut pod_writer: reflector::store::Writer<Pod>,
     watch_secs: u32,
     mcp: ObjectRef<MicroK8sControlPlane>,
-    triggers: UnboundedSender<ObjectRef<MicroK8sControlPlane>>,
+    triggers: Triggers<MicroK8sControlPlane>,
 ) {
     let node_cfg = watcher::Config::default().timeout(watch_secs);
     let pod_cfg = watcher::Config::default().timeout(watch_secs).labels(&format!(
@@ -532,9 +532,7 @@ async fn watch(
     .map(|e| Ev::Pod(Box::new(e)));
     let mut events = futures::stream::select(nodes.boxed(), pods.boxed());
     let mut seen: HashMap<String, u64> = HashMap::new();
-    let wake = || {
-        let _ = triggers.unbounded_send(mcp.clone());
-    };
+    let wake = |source| triggers.send(mcp.clone(), source);
     // A watch that fails again is retried within the backoff's cap (5 s plus jitter), and a
     // re-watch that succeeds yields no event: an error not repeated for this long is over.
     const ERROR_OVER_AFTER: Duration = Duration::from_secs(15);
@@ -548,12 +546,13 @@ async fn watch(
             () = tokio::time::sleep_until(error_over_at.unwrap_or_else(tokio::time::Instant::now)), if error_over_at.is_some() => {
                 error_over_at = None;
                 if update(&w.state, |s| s.error.take().is_some()) {
-                    wake();
+                    wake("workload_recovered");
                 }
                 continue;
             }
         };
-        let mut wake_now = false;
+        // What wakes the control plane, if anything: the first reason found.
+        let mut wake_now: Option<&'static str> = None;
         let ev = match ev {
             Ev::Node(b) => EvU::Node(*b),
             Ev::Pod(b) => EvU::Pod(*b),
@@ -561,24 +560,26 @@ async fn watch(
         match ev {
             EvU::Node(Ok(e)) => {
                 node_writer.apply_watcher_event(&e);
-                wake_now |= update(&w.state, |s| s.error.take().is_some());
+                if update(&w.state, |s| s.error.take().is_some()) {
+                    wake_now.get_or_insert("workload_recovered");
+                }
                 match &e {
                     watcher::Event::InitDone => {
                         update(&w.state, |s| !std::mem::replace(&mut s.nodes_synced, true));
                         let live = node_writer.as_reader().state();
                         forget_unlisted(&mut seen, "node/", live.iter().map(|n| n.name_any()));
-                        wake_now = true;
+                        wake_now.get_or_insert("workload_nodes_listed");
                     }
                     watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
                         let key = format!("node/{}", n.name_any());
                         let fp = node_fingerprint(n);
                         if seen.insert(key, fp) != Some(fp) && matches!(e, watcher::Event::Apply(_)) {
-                            wake_now = true;
+                            wake_now.get_or_insert("workload_nodes");
                         }
                     }
                     watcher::Event::Delete(n) => {
                         seen.remove(&format!("node/{}", n.name_any()));
-                        wake_now = true;
+                        wake_now.get_or_insert("workload_nodes");
                     }
                     watcher::Event::Init => {}
                 }
@@ -590,18 +591,18 @@ async fn watch(
                         update(&w.state, |s| !std::mem::replace(&mut s.pods_synced, true));
                         let live = pod_writer.as_reader().state();
                         forget_unlisted(&mut seen, "pod/", live.iter().map(|p| p.name_any()));
-                        wake_now = true;
+                        wake_now.get_or_insert("workload_pods_listed");
                     }
                     watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
                         let key = format!("pod/{}", p.name_any());
                         let fp = pod_fingerprint(p);
                         if seen.insert(key, fp) != Some(fp) && matches!(e, watcher::Event::Apply(_)) {
-                            wake_now = true;
+                            wake_now.get_or_insert("workload_pods");
                         }
                     }
                     watcher::Event::Delete(p) => {
                         seen.remove(&format!("pod/{}", p.name_any()));
-                        wake_now = true;
+                        wake_now.get_or_insert("workload_pods");
                     }
                     watcher::Event::Init => {}
                 }
@@ -609,12 +610,14 @@ async fn watch(
             EvU::Node(Err(e)) | EvU::Pod(Err(e)) => {
                 let msg = e.to_string();
                 warn!(cluster = %w.key, error = %msg, "workload cluster watch failed");
-                wake_now |= update(&w.state, |s| s.error.replace(msg.clone()).is_none());
+                if update(&w.state, |s| s.error.replace(msg.clone()).is_none()) {
+                    wake_now.get_or_insert("workload_failed");
+                }
                 error_over_at = Some(tokio::time::Instant::now() + ERROR_OVER_AFTER);
             }
         }
-        if wake_now {
-            wake();
+        if let Some(source) = wake_now {
+            wake(source);
         }
     }
 }

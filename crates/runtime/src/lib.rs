@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod secret_cache;
 pub mod server;
 pub mod slim;
+pub mod wakes;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -28,6 +28,16 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// Labels of reconcile causes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// Controller name.
+    pub controller: String,
+    /// What woke the reconcile: a watch (`machines`, `secrets`, …) or the timer the previous
+    /// reconcile asked for (`timer_<reason>`); see [`crate::wakes`].
+    pub cause: String,
+}
+
 /// Labels naming a controller.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -53,6 +63,7 @@ pub struct Metrics {
     registry: RwLock<Registry>,
     reconciles: Family<ReconcileLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    causes: Family<CauseLabels, Counter>,
     durations: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     states: Family<StateLabels, Gauge>,
 }
@@ -69,6 +80,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("mk8s");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
+        let causes = Family::<CauseLabels, Counter>::default();
         let durations =
             Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let states = Family::<StateLabels, Gauge>::default();
@@ -77,6 +89,11 @@ impl Metrics {
             "reconcile_errors",
             "Reconcile errors by controller and reason",
             errors.clone(),
+        );
+        registry.register(
+            "reconcile_causes",
+            "Reconciles by controller and what woke them (the first trigger since the previous reconcile)",
+            causes.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -92,6 +109,7 @@ impl Metrics {
             registry: RwLock::new(registry),
             reconciles,
             errors,
+            causes,
             durations,
             states,
         }
@@ -119,6 +137,16 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 controller: controller.to_string(),
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a reconcile by what woke it.
+    pub fn cause(&self, controller: &str, cause: &str) {
+        self.causes
+            .get_or_create(&CauseLabels {
+                controller: controller.to_string(),
+                cause: cause.to_string(),
             })
             .inc();
     }
@@ -179,6 +207,7 @@ mod tests {
         let m = Metrics::new();
         m.start("bootstrap").finish("success");
         m.error("bootstrap", "api");
+        m.cause("bootstrap", "machines");
         m.set_state_count("bootstrap", "WaitingForClusterInfrastructure", 3);
         let text = m.encode();
         assert!(
@@ -187,6 +216,10 @@ mod tests {
         );
         assert!(
             text.contains("mk8s_reconcile_errors_total{controller=\"bootstrap\",reason=\"api\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mk8s_reconcile_causes_total{controller=\"bootstrap\",cause=\"machines\"} 1"),
             "{text}"
         );
         assert!(

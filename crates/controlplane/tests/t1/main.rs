@@ -229,7 +229,28 @@ async fn init_waits_for_the_marker_and_nodes_wake_the_controller() {
         .await;
     let metrics = ctl.metrics.encode();
     assert!(metrics.contains("mk8s_controlplane_workload_reachable"), "{metrics}");
+    let registry = ctl.metrics.clone();
     ctl.stop().await;
+    // Every reconcile counts once with what woke it; the first one's cause is the control
+    // plane itself.
+    let metrics = registry.encode();
+    assert!(
+        metrics.contains("mk8s_reconcile_causes_total{controller=\"microk8scontrolplane\",cause=\"controlplane\"}"),
+        "{metrics}"
+    );
+    assert_eq!(
+        counter_sum(&metrics, "mk8s_reconcile_causes_total"),
+        counter_sum(&metrics, "mk8s_reconcile_total"),
+        "{metrics}"
+    );
+}
+
+/// A counter summed over its series.
+fn counter_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn wait_for_value<T, F, Fut>(f: F, what: &str) -> T
