@@ -290,8 +290,9 @@ pub trait ClusterExt {
 /// A hash of what the providers read from a Cluster, for watches that wake reconciles only
 /// when it changes: the whole object but its conditions (CAPI rewrites them many times while
 /// a cluster comes up, and the providers decide nothing from them but whether the control
-/// plane is initialized, which stays in) and its bookkeeping metadata (`resourceVersion`,
-/// managed fields).
+/// plane is initialized, which stays in), its phase and `controlPlaneReady` (read by
+/// neither provider; CAPI moves the phase three times) and its bookkeeping metadata
+/// (`resourceVersion`, managed fields).
 pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
     let initialized = c.control_plane_initialized();
     let mut c = c.clone();
@@ -300,6 +301,8 @@ pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
     if let Some(st) = c.status.as_mut() {
         st.conditions.clear();
         st.deprecated = None;
+        st.phase = None;
+        st.control_plane_ready = None;
     }
     hash_json(&(c, initialized))
 }
@@ -581,6 +584,8 @@ mod tests {
         let mut noise = c.clone();
         noise.metadata.resource_version = Some("2".into());
         noise.status.as_mut().unwrap().conditions[0].message = "m2".into();
+        noise.status.as_mut().unwrap().phase = Some("Provisioned".into());
+        noise.status.as_mut().unwrap().control_plane_ready = Some(true);
         assert_eq!(cluster_fingerprint(&noise), fp);
         let edits: [fn(&mut Cluster); 4] = [
             |c| c.spec.paused = Some(true),

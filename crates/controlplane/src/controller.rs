@@ -443,6 +443,22 @@ pub fn contains(obj: &serde_json::Value, patch: &serde_json::Value) -> bool {
     }
 }
 
+/// A hash of what a control plane reads from its Cluster, for the Cluster watch: its identity
+/// (owner references name it), its spec (control plane reference, endpoint, pause), whether
+/// its infrastructure is provisioned and its failure domains. CAPI writes a Cluster some
+/// twenty times while it comes up (conditions, phase, replica counters, its finalizer, the
+/// initialization this control plane reported itself); none of the rest changes a decision.
+pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
+    use mk8s_api::capi::ClusterExt;
+    let meta = &c.metadata;
+    mk8s_api::capi::hash_json(&(
+        (&meta.name, &meta.namespace, &meta.uid, &c.types),
+        &c.spec,
+        c.infrastructure_ready(),
+        c.status.as_ref().map(|s| &s.failure_domains),
+    ))
+}
+
 fn refers_to_control_plane(r: &ObjRef) -> bool {
     r.is(names::GROUP, names::KIND)
 }
@@ -569,9 +585,7 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
         rt.watcher_config(),
         cluster_writer,
         cluster_to_mcp,
-        // CAPI rewrites a Cluster's conditions some thirty times while it comes up; none of
-        // them changes what a control plane decides.
-        Some(mk8s_api::capi::cluster_fingerprint),
+        Some(cluster_fingerprint),
         tx.clone(),
     ));
     {
@@ -773,6 +787,59 @@ mod tests {
     use super::{
         Expect, Written, contains, effective_status, push_expectation, record_fresh, shows, still_fresh, unlisted,
     };
+
+    #[test]
+    fn cluster_fingerprints_keep_only_what_a_control_plane_reads() {
+        let c: mk8s_api::capi::Cluster = serde_json::from_value(json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
+            "spec": {"controlPlaneRef": {"apiGroup": "controlplane.cluster.x-k8s.io",
+                                         "kind": "MicroK8sControlPlane", "name": "cp"}},
+            "status": {"phase": "Pending"}
+        }))
+        .unwrap();
+        let fp = super::cluster_fingerprint(&c);
+        assert!(fp.is_some());
+        type Edit = fn(&mut mk8s_api::capi::Cluster);
+        let noise: [Edit; 5] = [
+            |c| c.metadata.resource_version = Some("2".into()),
+            |c| c.metadata.finalizers = Some(vec!["cluster.cluster.x-k8s.io".into()]),
+            |c| c.status.as_mut().unwrap().phase = Some("Provisioned".into()),
+            |c| {
+                c.status.as_mut().unwrap().initialization = Some(mk8s_api::capi::ClusterInitialization {
+                    control_plane_initialized: Some(true),
+                    ..Default::default()
+                })
+            },
+            |c| c.status.as_mut().unwrap().control_plane_ready = Some(true),
+        ];
+        for edit in noise {
+            let mut x = c.clone();
+            edit(&mut x);
+            assert_eq!(super::cluster_fingerprint(&x), fp, "{x:?}");
+        }
+        let read: [Edit; 4] = [
+            |c| c.spec.paused = Some(true),
+            |c| {
+                c.spec.control_plane_endpoint = Some(mk8s_api::capi::ApiEndpoint {
+                    host: "10.0.0.1".into(),
+                    port: 6443,
+                })
+            },
+            |c| {
+                c.status.as_mut().unwrap().initialization = Some(mk8s_api::capi::ClusterInitialization {
+                    infrastructure_provisioned: Some(true),
+                    ..Default::default()
+                })
+            },
+            |c| c.status.as_mut().unwrap().infrastructure_ready = Some(true),
+        ];
+        for edit in read {
+            let mut x = c.clone();
+            edit(&mut x);
+            assert_ne!(super::cluster_fingerprint(&x), fp, "{x:?}");
+        }
+    }
 
     #[test]
     fn a_relist_without_a_known_control_plane_names_it_gone() {

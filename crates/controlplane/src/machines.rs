@@ -132,11 +132,15 @@ pub fn is_of_cluster(m: &CpMachine, cluster: &str) -> bool {
 
 /// A hash of what a control plane reads from a Machine, for its Machine watch (a changed
 /// hash wakes the control plane). A control plane Machine (labelled as one, or controlled by
-/// a MicroK8sControlPlane) counts with all of it but its `resourceVersion`: its conditions,
-/// phase and node feed the counters, conditions and plan. Any other Machine of a cluster (a
-/// worker) is read only for its existence, deletion, role, cluster, `providerID` and
-/// addresses (copying providerIDs onto Nodes, waiting for workers on deletion), so CAPI's
-/// many condition and phase rewrites of workers no longer wake their control plane.
+/// a MicroK8sControlPlane) counts with all of it but its `resourceVersion`, its phase and its
+/// conditions' messages, times and observed generations: the control plane reads a
+/// condition's status and reason only ([`view`]), never the phase, and CAPI rewrites a
+/// Machine's condition messages (its `Ready` summary quotes the others) and phase some
+/// fifteen times while it comes up, each of which woke the control plane to find nothing to
+/// do. Any other Machine of a cluster (a worker) is read only for its existence, deletion,
+/// role, cluster, `providerID` and addresses (copying providerIDs onto Nodes, waiting for
+/// workers on deletion), so none of CAPI's condition and phase rewrites of workers wakes
+/// their control plane.
 pub fn fingerprint(m: &CpMachine) -> Option<u64> {
     let controlled = m
         .metadata
@@ -147,6 +151,24 @@ pub fn fingerprint(m: &CpMachine) -> Option<u64> {
     if controlled || label(&m.metadata, consts::LABEL_CONTROL_PLANE).is_some() {
         let mut m = m.clone();
         m.metadata.resource_version = None;
+        m.metadata.managed_fields = None;
+        if let Some(st) = m.status.as_mut() {
+            st.base.phase = None;
+            let lists = [
+                Some(&mut st.base.conditions),
+                st.base
+                    .deprecated
+                    .as_mut()
+                    .and_then(|d| d.v1beta1.as_mut())
+                    .map(|v| &mut v.conditions),
+                st.v1beta2.as_mut().and_then(|v| v.conditions.as_mut()),
+            ];
+            for c in lists.into_iter().flatten().flat_map(|l| l.iter_mut()) {
+                c.message.clear();
+                c.last_transition_time = None;
+                c.observed_generation = None;
+            }
+        }
         return mk8s_api::capi::hash_json(&m);
     }
     let meta = &m.metadata;
@@ -646,30 +668,75 @@ mod tests {
             edit(&mut w);
             assert_ne!(fingerprint(&w), fp, "{w:?}");
         }
-        // A control plane Machine counts with its conditions and phase.
+        // A control plane Machine counts with its conditions' statuses and reasons, its
+        // node, annotations and spec; not with its phase or its conditions' messages and times.
         let mut cp = m.clone();
         cp.metadata
             .labels
             .as_mut()
             .unwrap()
             .insert(consts::LABEL_CONTROL_PLANE.into(), String::new());
+        cp.status.as_mut().unwrap().v1beta2 = Some(V1Beta2Conditions {
+            conditions: Some(vec![Condition::false_("Deleting", "A", "m")]),
+        });
         let cp_fp = fingerprint(&cp);
-        for edit in [
-            |m: &mut CpMachine| m.status.as_mut().unwrap().base.phase = Some("Running".into()),
-            |m: &mut CpMachine| m.status.as_mut().unwrap().base.conditions[0].status = "True".into(),
-        ] {
+        let read: [fn(&mut CpMachine); 6] = [
+            |m| m.status.as_mut().unwrap().base.conditions[0].status = "True".into(),
+            |m| m.status.as_mut().unwrap().base.conditions[0].reason = "B".into(),
+            |m| {
+                m.status
+                    .as_mut()
+                    .unwrap()
+                    .v1beta2
+                    .as_mut()
+                    .unwrap()
+                    .conditions
+                    .as_mut()
+                    .unwrap()[0]
+                    .reason = "WaitingForPreTerminateHook".into()
+            },
+            |m| m.status.as_mut().unwrap().base.node_ref = Some(mk8s_api::capi::NodeRef { name: "n".into() }),
+            |m| {
+                m.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(names::ANNOTATION_IN_PLACE.into(), "{}".into());
+            },
+            |m| m.spec.base.version = Some("v1.33.0".into()),
+        ];
+        for edit in read {
             let mut c = cp.clone();
             edit(&mut c);
             assert_ne!(fingerprint(&c), cp_fp, "{c:?}");
         }
-        let mut rv = cp.clone();
-        rv.metadata.resource_version = Some("9".into());
-        assert_eq!(fingerprint(&rv), cp_fp);
+        let noise: [fn(&mut CpMachine); 5] = [
+            |m| m.metadata.resource_version = Some("9".into()),
+            |m| m.status.as_mut().unwrap().base.phase = Some("Running".into()),
+            |m| m.status.as_mut().unwrap().base.conditions[0].message = "* Infrastructure: waiting".into(),
+            |m| m.status.as_mut().unwrap().base.conditions[0].last_transition_time = None,
+            |m| {
+                m.status
+                    .as_mut()
+                    .unwrap()
+                    .v1beta2
+                    .as_mut()
+                    .unwrap()
+                    .conditions
+                    .as_mut()
+                    .unwrap()[0]
+                    .message = "other".into()
+            },
+        ];
+        for edit in noise {
+            let mut c = cp.clone();
+            edit(&mut c);
+            assert_eq!(fingerprint(&c), cp_fp, "{c:?}");
+        }
         // So does a Machine the control plane controls, labelled or not.
         let mut owned = m.clone();
         owned.metadata.owner_references = Some(vec![control_plane_owner("cp", "uid", true, true)]);
         let owned_fp = fingerprint(&owned);
-        owned.status.as_mut().unwrap().base.phase = Some("Running".into());
+        owned.status.as_mut().unwrap().base.conditions[0].status = "True".into();
         assert_ne!(fingerprint(&owned), owned_fp);
     }
 
