@@ -797,7 +797,7 @@ impl<'a> Rec<'a> {
     fn pod_phase(w: Option<&Workload>, pod: Option<&str>) -> Option<PodPhase> {
         let w = w?;
         let st = w.state();
-        if st.error.is_some() || !st.pods_synced {
+        if st.error().is_some() || !st.pods_synced {
             return None;
         }
         Some(match pod {

@@ -33,19 +33,40 @@ pub struct WatchState {
     pub nodes_synced: bool,
     /// The first list of pods completed.
     pub pods_synced: bool,
-    /// The last watch error, cleared by the next successful event or once it has not
-    /// recurred for a while (a re-watch that succeeds yields no event).
-    pub error: Option<String>,
+    /// The Node watch's last error, cleared by its next successful event or once no error
+    /// has recurred for a while (a re-watch that succeeds yields no event).
+    pub node_error: Option<String>,
+    /// The pod watch's last error, likewise.
+    pub pod_error: Option<String>,
 }
 
 impl WatchState {
+    /// The error of either watch, if one fails.
+    pub fn error(&self) -> Option<&String> {
+        self.node_error.as_ref().or(self.pod_error.as_ref())
+    }
+
     /// Reachability as conditions and gates see it.
     pub fn reachability(&self) -> Reachability {
-        match (&self.error, self.nodes_synced) {
+        match (self.error(), self.nodes_synced) {
             (Some(e), _) => Reachability::Unreachable(e.clone()),
             (None, false) => Reachability::Connecting,
             (None, true) => Reachability::Reachable,
         }
+    }
+}
+
+/// Whether a change of reachability wakes the control plane, and as what: when the watches
+/// start failing, and when they work again after failing. A recovery before the first Node
+/// list completes (`Connecting`) does not — the list's end wakes it — nor does a new error
+/// message, nor one watch recovering while the other still fails.
+pub fn reachability_wake(before: &Reachability, after: &Reachability) -> Option<&'static str> {
+    use Reachability::{Reachable, Unreachable};
+    match (before, after) {
+        (Unreachable(_), Unreachable(_)) => None,
+        (_, Unreachable(_)) => Some("workload_failed"),
+        (Unreachable(_), Reachable) => Some("workload_recovered"),
+        _ => None,
     }
 }
 
@@ -545,14 +566,21 @@ async fn watch(
             },
             () = tokio::time::sleep_until(error_over_at.unwrap_or_else(tokio::time::Instant::now)), if error_over_at.is_some() => {
                 error_over_at = None;
-                if update(&w.state, |s| s.error.take().is_some()) {
-                    wake("workload_recovered");
+                let before = w.state().reachability();
+                update(&w.state, |s| {
+                    s.node_error = None;
+                    s.pod_error = None;
+                    true
+                });
+                if let Some(source) = reachability_wake(&before, &w.state().reachability()) {
+                    wake(source);
                 }
                 continue;
             }
         };
         // What wakes the control plane, if anything: the first reason found.
         let mut wake_now: Option<&'static str> = None;
+        let before = w.state().reachability();
         let ev = match ev {
             Ev::Node(b) => EvU::Node(*b),
             Ev::Pod(b) => EvU::Pod(*b),
@@ -560,9 +588,7 @@ async fn watch(
         match ev {
             EvU::Node(Ok(e)) => {
                 node_writer.apply_watcher_event(&e);
-                if update(&w.state, |s| s.error.take().is_some()) {
-                    wake_now.get_or_insert("workload_recovered");
-                }
+                update(&w.state, |s| s.node_error.take().is_some());
                 match &e {
                     watcher::Event::InitDone => {
                         update(&w.state, |s| !std::mem::replace(&mut s.nodes_synced, true));
@@ -586,6 +612,7 @@ async fn watch(
             }
             EvU::Pod(Ok(e)) => {
                 pod_writer.apply_watcher_event(&e);
+                update(&w.state, |s| s.pod_error.take().is_some());
                 match &e {
                     watcher::Event::InitDone => {
                         update(&w.state, |s| !std::mem::replace(&mut s.pods_synced, true));
@@ -607,14 +634,22 @@ async fn watch(
                     watcher::Event::Init => {}
                 }
             }
-            EvU::Node(Err(e)) | EvU::Pod(Err(e)) => {
+            EvU::Node(Err(e)) => {
                 let msg = e.to_string();
-                warn!(cluster = %w.key, error = %msg, "workload cluster watch failed");
-                if update(&w.state, |s| s.error.replace(msg.clone()).is_none()) {
-                    wake_now.get_or_insert("workload_failed");
-                }
+                warn!(cluster = %w.key, watch = "nodes", error = %msg, "workload cluster watch failed");
+                update(&w.state, |s| s.node_error.replace(msg).is_none());
                 error_over_at = Some(tokio::time::Instant::now() + ERROR_OVER_AFTER);
             }
+            EvU::Pod(Err(e)) => {
+                let msg = e.to_string();
+                warn!(cluster = %w.key, watch = "pods", error = %msg, "workload cluster watch failed");
+                update(&w.state, |s| s.pod_error.replace(msg).is_none());
+                error_over_at = Some(tokio::time::Instant::now() + ERROR_OVER_AFTER);
+            }
+        }
+        // A change of reachability goes first: it is what the reconcile reports.
+        if let Some(source) = reachability_wake(&before, &w.state().reachability()) {
+            wake_now = Some(source);
         }
         if let Some(source) = wake_now {
             wake(source);
@@ -625,6 +660,55 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reachability_wakes_on_failing_and_on_working_again_only() {
+        let st = |node: Option<&str>, pod: Option<&str>, synced: bool| WatchState {
+            nodes_synced: synced,
+            pods_synced: synced,
+            node_error: node.map(String::from),
+            pod_error: pod.map(String::from),
+        };
+        let r = |s: WatchState| s.reachability();
+        let wake = |a: WatchState, b: WatchState| reachability_wake(&r(a), &r(b));
+        // Before the VM is up: the first failure wakes, later ones (other messages) do not.
+        assert_eq!(
+            wake(st(None, None, false), st(Some("refused"), None, false)),
+            Some("workload_failed")
+        );
+        assert_eq!(
+            wake(
+                st(Some("refused"), None, false),
+                st(Some("reset"), Some("refused"), false)
+            ),
+            None
+        );
+        // The Node watch works again while the pod watch still fails: nothing changed.
+        assert_eq!(
+            wake(
+                st(Some("refused"), Some("refused"), false),
+                st(None, Some("refused"), false)
+            ),
+            None
+        );
+        assert!(matches!(
+            r(st(None, Some("refused"), true)),
+            Reachability::Unreachable(_)
+        ));
+        // Both work, the Node list still running: its end wakes, not the recovery.
+        assert_eq!(wake(st(None, Some("refused"), false), st(None, None, false)), None);
+        assert_eq!(r(st(None, None, false)), Reachability::Connecting);
+        // A listed workload cluster failing, then working again (a re-watch), wakes twice.
+        assert_eq!(
+            wake(st(None, None, true), st(None, Some("x"), true)),
+            Some("workload_failed")
+        );
+        assert_eq!(
+            wake(st(None, Some("x"), true), st(None, None, true)),
+            Some("workload_recovered")
+        );
+        assert_eq!(wake(st(None, None, true), st(None, None, true)), None);
+    }
 
     #[test]
     fn a_relist_forgets_fingerprints_of_objects_it_no_longer_shows() {
