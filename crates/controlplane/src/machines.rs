@@ -130,14 +130,27 @@ pub fn is_of_cluster(m: &CpMachine, cluster: &str) -> bool {
         || m.spec.base.cluster_name == cluster
 }
 
+/// The Machine condition types a control plane reads ([`view`]; its own `UpToDate` it only
+/// writes). Of these it reads the status, and of [`REASON_READ`] the reason too.
+pub const READ_CONDITIONS: [&str; 6] = [
+    "Ready",
+    "Available",
+    "HealthCheckSucceeded",
+    "OwnerRemediated",
+    "Deleting",
+    "PreTerminateDeleteHookSucceeded",
+];
+
+/// The Machine condition types whose reason a control plane reads ([`waiting_for_pre_terminate`]).
+pub const REASON_READ: [&str; 1] = ["Deleting"];
+
 /// A hash of what a control plane reads from a Machine, for its Machine watch (a changed
 /// hash wakes the control plane). A control plane Machine (labelled as one, or controlled by
 /// a MicroK8sControlPlane) counts with all of it but its `resourceVersion`, its phase and its
-/// conditions' messages, times and observed generations: the control plane reads a
-/// condition's status and reason only ([`view`]), never the phase, and CAPI rewrites a
-/// Machine's condition messages (its `Ready` summary quotes the others) and phase some
-/// fifteen times while it comes up, each of which woke the control plane to find nothing to
-/// do. Any other Machine of a cluster (a worker) is read only for its existence, deletion,
+/// conditions but the statuses (and [`REASON_READ`] reasons) of [`READ_CONDITIONS`]: CAPI
+/// rewrites a Machine's conditions (reasons and messages of a dozen types; its `Ready`
+/// summary quotes the others) and phase some fifteen times while it comes up, each of which
+/// woke the control plane to find nothing to do. Any other Machine of a cluster (a worker) is read only for its existence, deletion,
 /// role, cluster, `providerID` and addresses (copying providerIDs onto Nodes, waiting for
 /// workers on deletion), so none of CAPI's condition and phase rewrites of workers wakes
 /// their control plane.
@@ -163,10 +176,16 @@ pub fn fingerprint(m: &CpMachine) -> Option<u64> {
                     .map(|v| &mut v.conditions),
                 st.v1beta2.as_mut().and_then(|v| v.conditions.as_mut()),
             ];
-            for c in lists.into_iter().flatten().flat_map(|l| l.iter_mut()) {
-                c.message.clear();
-                c.last_transition_time = None;
-                c.observed_generation = None;
+            for list in lists.into_iter().flatten() {
+                list.retain(|c| READ_CONDITIONS.contains(&c.type_.as_str()));
+                for c in list.iter_mut() {
+                    c.message.clear();
+                    c.last_transition_time = None;
+                    c.observed_generation = None;
+                    if !REASON_READ.contains(&c.type_.as_str()) {
+                        c.reason.clear();
+                    }
+                }
             }
         }
         return mk8s_api::capi::hash_json(&m);
@@ -682,7 +701,13 @@ mod tests {
         let cp_fp = fingerprint(&cp);
         let read: [fn(&mut CpMachine); 6] = [
             |m| m.status.as_mut().unwrap().base.conditions[0].status = "True".into(),
-            |m| m.status.as_mut().unwrap().base.conditions[0].reason = "B".into(),
+            |m| {
+                m.status.as_mut().unwrap().base.conditions.push(Condition::false_(
+                    "HealthCheckSucceeded",
+                    "NodeNotFound",
+                    "",
+                ))
+            },
             |m| {
                 m.status
                     .as_mut()
@@ -709,8 +734,16 @@ mod tests {
             edit(&mut c);
             assert_ne!(fingerprint(&c), cp_fp, "{c:?}");
         }
-        let noise: [fn(&mut CpMachine); 5] = [
+        let noise: [fn(&mut CpMachine); 7] = [
             |m| m.metadata.resource_version = Some("9".into()),
+            |m| m.status.as_mut().unwrap().base.conditions[0].reason = "B".into(),
+            |m| {
+                m.status.as_mut().unwrap().base.conditions.push(Condition::false_(
+                    "InfrastructureReady",
+                    "NotProvisioned",
+                    "",
+                ))
+            },
             |m| m.status.as_mut().unwrap().base.phase = Some("Running".into()),
             |m| m.status.as_mut().unwrap().base.conditions[0].message = "* Infrastructure: waiting".into(),
             |m| m.status.as_mut().unwrap().base.conditions[0].last_transition_time = None,
@@ -738,6 +771,54 @@ mod tests {
         let owned_fp = fingerprint(&owned);
         owned.status.as_mut().unwrap().base.conditions[0].status = "True".into();
         assert_ne!(fingerprint(&owned), owned_fp);
+    }
+
+    #[test]
+    fn a_control_plane_reads_no_condition_outside_its_list() {
+        let base: CpMachine = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "m", "namespace": "ns", "labels": {"cluster.x-k8s.io/control-plane": ""}},
+            "spec": {"clusterName": "c"},
+            "status": {}
+        }))
+        .unwrap();
+        let with = |ty: &str, status: &str, reason: &str| {
+            let mut m = base.clone();
+            let c = Condition {
+                status: status.into(),
+                ..Condition::false_(ty, reason, "")
+            };
+            m.status.as_mut().unwrap().base.conditions = vec![c.clone()];
+            m.status.as_mut().unwrap().v1beta2 = Some(V1Beta2Conditions {
+                conditions: Some(vec![c]),
+            });
+            m
+        };
+        let seen = |m: &CpMachine| (view(m, None, None), waiting_for_pre_terminate(m));
+        for ty in READ_CONDITIONS.iter().chain(&[
+            "InfrastructureReady",
+            "BootstrapConfigReady",
+            "NodeReady",
+            "NodeHealthy",
+            "UpToDate",
+            "Paused",
+            "Deleted",
+            "DrainingSucceeded",
+        ]) {
+            let read = READ_CONDITIONS.contains(ty);
+            for (a, b) in [
+                (("True", "A"), ("False", "A")),
+                (("False", "A"), ("False", "WaitingForPreTerminateHook")),
+            ] {
+                let (x, y) = (with(ty, a.0, a.1), with(ty, b.0, b.1));
+                if !read {
+                    assert_eq!(seen(&x), seen(&y), "{ty} is read but not in READ_CONDITIONS");
+                    assert_eq!(fingerprint(&x), fingerprint(&y), "{ty}");
+                } else if seen(&x) != seen(&y) {
+                    assert_ne!(fingerprint(&x), fingerprint(&y), "{ty} {a:?} {b:?}");
+                }
+            }
+        }
     }
 
     #[test]
