@@ -4,8 +4,10 @@
 //! and kind, never version); Machines (controller reference to a control plane, else their
 //! Cluster's control plane — workers matter for providerIDs and deletion); MicroK8sConfigs
 //! (owner reference); Secrets (metadata only, all of them, also feeding the [`SecretCache`];
-//! by owner reference, cluster-name label, else by name for `<cluster>-ca|-kubeconfig|
-//! -capi-auth-token`); and each workload cluster's Nodes and node action pods. Control plane
+//! only those it owns and each cluster's `<cluster>-ca|-kubeconfig|-capi-auth-token` wake it,
+//! through an owner reference, the cluster-name label, else the name); and each workload
+//! cluster's Nodes and node action pods. Watches with a fingerprint wake only when what the
+//! control plane reads of an object changes. Control plane
 //! infrastructure machines are watched (metadata only) by [`InfraMeta`] without triggering.
 
 use std::collections::HashMap;
@@ -459,6 +461,30 @@ pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
     ))
 }
 
+/// Whether a control plane reads a Secret (`by_name`: the cluster it is the CA, kubeconfig or
+/// auth token Secret of, by its name), so that its changes wake the control plane: those
+/// three, and any it owns. The bootstrap data and join token Secrets carry the cluster-name
+/// label too, and woke the control plane for nothing.
+pub fn secret_read_by_control_plane(meta: &kube::core::ObjectMeta, by_name: Option<&str>) -> bool {
+    by_name.is_some()
+        || meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(names::is_control_plane_owner)
+}
+
+/// A hash of what a control plane reads from a MicroK8sConfig, for the config watch: its
+/// metadata (ownership, labels and annotations it propagates, deletion) and spec (whether the
+/// machine is up to date), not its status, which the bootstrap provider writes two or three
+/// times per machine.
+pub fn config_fingerprint(c: &MicroK8sConfig) -> Option<u64> {
+    let mut meta = c.metadata.clone();
+    meta.resource_version = None;
+    meta.managed_fields = None;
+    mk8s_api::capi::hash_json(&(meta, &c.spec))
+}
+
 fn refers_to_control_plane(r: &ObjRef) -> bool {
     r.is(names::GROUP, names::KIND)
 }
@@ -623,7 +649,8 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                 .find(|o| names::is_control_plane_owner(o))
                 .map(|o| mcp_ref(&o.name, ns))
         },
-        None,
+        // The bootstrap provider's status writes change nothing a control plane reads.
+        Some(config_fingerprint),
         tx.clone(),
     ));
     // Secrets: metadata only, all of them (the cache must know which do not exist); feeds the
@@ -639,6 +666,9 @@ pub async fn run_controller(rt: Runtime, cfg: ControllerConfig) -> Result<(), Ru
                 .name
                 .as_deref()
                 .and_then(mk8s_api::consts::cluster_of_named_secret);
+            if !secret_read_by_control_plane(&obj.metadata, by_name) {
+                return;
+            }
             if let Some(r) = owner_or_cluster(&obj.metadata, by_name, &clusters, &cluster_ar) {
                 tx.send(r, "secrets");
             }
@@ -838,6 +868,68 @@ mod tests {
             let mut x = c.clone();
             edit(&mut x);
             assert_ne!(super::cluster_fingerprint(&x), fp, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_secrets_a_control_plane_reads_wake_it() {
+        use mk8s_api::consts::cluster_of_named_secret as by_name;
+        let labelled: kube::core::ObjectMeta = serde_json::from_value(json!({
+            "labels": {"cluster.x-k8s.io/cluster-name": "c1"}
+        }))
+        .unwrap();
+        for read in ["c1-ca", "c1-kubeconfig", "c1-capi-auth-token"] {
+            assert!(super::secret_read_by_control_plane(&labelled, by_name(read)), "{read}");
+        }
+        for unread in ["c1-md-0-abcde", "c1-control-plane-xyz12", "c1-jointoken"] {
+            assert!(
+                !super::secret_read_by_control_plane(&labelled, by_name(unread)),
+                "{unread}"
+            );
+        }
+        let owned = kube::core::ObjectMeta {
+            owner_references: Some(vec![crate::machines::control_plane_owner("cp", "u", true, true)]),
+            ..Default::default()
+        };
+        assert!(super::secret_read_by_control_plane(&owned, None));
+    }
+
+    #[test]
+    fn config_fingerprints_ignore_the_status() {
+        let c: mk8s_api::MicroK8sConfig = serde_json::from_value(json!({
+            "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "MicroK8sConfig",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
+            "spec": {"initConfiguration": {"joinTokenTTLInSecs": 900}}
+        }))
+        .unwrap();
+        let fp = super::config_fingerprint(&c);
+        assert!(fp.is_some());
+        let mut noise = c.clone();
+        noise.metadata.resource_version = Some("2".into());
+        noise.status = Some(mk8s_api::MicroK8sConfigStatus {
+            ready: true,
+            ..Default::default()
+        });
+        assert_eq!(super::config_fingerprint(&noise), fp);
+        type Edit = fn(&mut mk8s_api::MicroK8sConfig);
+        let read: [Edit; 3] = [
+            |c| {
+                c.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert("a".into(), "b".into());
+            },
+            |c| {
+                c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ))
+            },
+            |c| c.spec.init_configuration = None,
+        ];
+        for edit in read {
+            let mut x = c.clone();
+            edit(&mut x);
+            assert_ne!(super::config_fingerprint(&x), fp, "{x:?}");
         }
     }
 
