@@ -77,6 +77,10 @@ pub struct Written {
     pub status_only: bool,
     /// The status written.
     pub status: MicroK8sControlPlaneStatus,
+    /// Versions that are only our own echo: the one this write produced if `status_only`,
+    /// and, while our writes follow each other faster than the watch delivers them, those
+    /// the earlier status-only writes of the chain produced (at most [`Written::KEPT`]).
+    pub echoes: Vec<String>,
 }
 
 impl Written {
@@ -97,26 +101,46 @@ impl Written {
     ) -> Written {
         let chained = prev.filter(|p| p.superseded.contains(&from) || p.produced.as_ref() == Some(&from));
         let mut superseded = vec![from];
+        let mut echoes: Vec<String> = produced.iter().filter(|_| status_only).cloned().collect();
         if let Some(p) = chained {
             for v in p.produced.iter().chain(&p.superseded) {
                 if !superseded.contains(v) {
                     superseded.push(v.clone());
                 }
             }
+            for v in &p.echoes {
+                if !echoes.contains(v) {
+                    echoes.push(v.clone());
+                }
+            }
         }
         superseded.truncate(Self::KEPT);
+        echoes.truncate(Self::KEPT);
         Written {
             superseded,
             produced,
             status_only,
             status,
+            echoes,
         }
     }
 
-    /// Whether the watch event of `version` is only our own echo: the version this write
-    /// produced, differing from what it was computed from in its status alone.
+    /// Records that this write also supersedes `version` (one our own metadata patch
+    /// produced in the same reconcile, before the status write): it still shows the old
+    /// status.
+    pub fn also_supersedes(&mut self, version: String) {
+        if !self.superseded.contains(&version) {
+            self.superseded.insert(1.min(self.superseded.len()), version);
+            self.superseded.truncate(Self::KEPT);
+        }
+    }
+
+    /// Whether the watch event of `version` is only our own echo: a version this write (or
+    /// an earlier one of its chain) produced, differing from what it was computed from in its
+    /// status alone. With several writes faster than the watch, each one's event is an
+    /// echo: the last one's status supersedes the earlier ones'.
     pub fn echo(&self, version: &str) -> bool {
-        self.status_only && self.produced.as_deref() == Some(version)
+        self.echoes.iter().any(|v| v == version)
     }
 }
 
@@ -1070,6 +1094,26 @@ mod tests {
     }
 
     #[test]
+    fn a_status_write_after_our_own_metadata_patch_supersedes_its_version() {
+        let ours = MicroK8sControlPlaneStatus {
+            initialized: true,
+            ..Default::default()
+        };
+        // Read at 10; our annotation patch produced 11; the status write 12.
+        let mut w = Written::next(None, "10".into(), Some("12".into()), true, ours.clone());
+        w.also_supersedes("11".into());
+        w.also_supersedes("11".into());
+        assert_eq!(w.superseded, ["10", "11"]);
+        let stale = MicroK8sControlPlaneStatus::default();
+        assert_eq!(
+            effective_status(Some("11"), Some(&stale), Some(&w)),
+            Some(ours.clone()),
+            "the annotation's watch event still shows the old status"
+        );
+        assert!(w.echo("12"));
+    }
+
+    #[test]
     fn writes_faster_than_the_watch_supersede_each_other() {
         let status = |replicas: i32| MicroK8sControlPlaneStatus {
             replicas: Some(replicas),
@@ -1094,6 +1138,9 @@ mod tests {
         // Computed from our previous write's result: the chain goes on.
         let third = Written::next(Some(&second), "12".into(), Some("13".into()), true, status(3));
         assert_eq!(third.superseded, ["12", "10", "11"]);
+        // Every version the chain's status-only writes produced is our echo.
+        assert!(third.echo("13") && third.echo("12") && third.echo("11"));
+        assert!(!third.echo("10"), "what the chain was computed from is someone else's");
         assert_eq!(
             effective_status(Some("11"), Some(&status(1)), Some(&third)),
             Some(status(3))
@@ -1101,6 +1148,10 @@ mod tests {
         // Computed from someone else's version: the chain starts again.
         let foreign = Written::next(Some(&third), "20".into(), Some("21".into()), true, status(4));
         assert_eq!(foreign.superseded, ["20"]);
+        assert!(foreign.echo("21") && !foreign.echo("13"));
+        // A write that changed more than the status is no echo, nor are the versions after it.
+        let mixed = Written::next(Some(&foreign), "21".into(), Some("22".into()), false, status(5));
+        assert!(!mixed.echo("22") && mixed.echo("21"));
         assert_eq!(
             effective_status(Some("13"), Some(&status(3)), Some(&foreign)),
             Some(status(3))

@@ -68,6 +68,9 @@ pub(crate) struct Rec<'a> {
     pub(crate) generation: Option<i64>,
     /// The status to start from (see [`crate::controller::effective_status`]).
     pub(crate) status: Option<MicroK8sControlPlaneStatus>,
+    /// The metadata our last patch of the control plane's metadata in this reconcile
+    /// answered with: the version a later status write supersedes too.
+    own_patch: std::sync::Mutex<Option<ObjectMeta>>,
 }
 
 /// When to look again without a trigger, and why (the cause the next reconcile reports,
@@ -120,6 +123,7 @@ impl<'a> Rec<'a> {
             tnow: Time(now),
             generation: mcp.metadata.generation,
             status,
+            own_patch: std::sync::Mutex::new(None),
             mcp,
             ctx,
         }
@@ -183,15 +187,24 @@ impl<'a> Rec<'a> {
                 &Patch::Apply(body),
             )
             .await?;
+        let own = self.own_patch.lock().ok().and_then(|m| m.clone());
         if let (Some(from), Ok(mut w)) = (self.mcp.metadata.resource_version.clone(), self.ctx.written.lock()) {
-            let status_only = crate::controller::same_but_status(&self.mcp.metadata, &patched.metadata);
-            let next = crate::controller::Written::next(
+            // Compared with what our own metadata patch of this reconcile answered, if any:
+            // that change is no one else's.
+            let before = own.as_ref().unwrap_or(&self.mcp.metadata);
+            let status_only = crate::controller::same_but_status(before, &patched.metadata);
+            let mut next = crate::controller::Written::next(
                 w.get(&self.key),
                 from,
                 patched.metadata.resource_version,
                 status_only,
                 st,
             );
+            // The version our metadata patch produced still shows the status this write
+            // replaces: a reconcile woken by it must start from this write.
+            if let Some(v) = own.and_then(|m| m.resource_version) {
+                next.also_supersedes(v);
+            }
             w.insert(self.key.clone(), next);
         }
         Ok(())
@@ -761,13 +774,17 @@ impl<'a> Rec<'a> {
     }
 
     async fn set_mcp_annotation(&self, key: &str, value: Option<String>) -> Result<()> {
-        self.api
+        let patched = self
+            .api
             .patch(
                 &self.name,
                 &patch_params(),
                 &Patch::Merge(machines::annotation_patch(key, value)),
             )
             .await?;
+        if let Ok(mut own) = self.own_patch.lock() {
+            *own = Some(patched.metadata);
+        }
         Ok(())
     }
 
