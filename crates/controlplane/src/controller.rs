@@ -408,6 +408,11 @@ impl Context {
         if let Ok(m) = self.written.lock() {
             known.extend(m.keys().cloned());
         }
+        // Triggers noted for control planes the relist does not show (gone, or named by a
+        // Cluster before they exist) are dropped silently.
+        for key in self.wakes.keys().into_iter().filter(|k| !listed.contains(k)) {
+            self.wakes.forget(&key);
+        }
         for (ns, name) in unlisted(&known, listed) {
             let key = format!("{ns}/{name}");
             info!(control_plane = %key, "control plane gone while the watch was down; forgetting it");
@@ -470,7 +475,7 @@ pub fn contains(obj: &serde_json::Value, patch: &serde_json::Value) -> bool {
 }
 
 /// A hash of what a control plane reads from its Cluster, for the Cluster watch: its identity
-/// (owner references name it), its spec (control plane reference, endpoint, pause), whether
+/// (owner references name it), whether it is being deleted, its spec (control plane reference, endpoint, pause), whether
 /// its infrastructure is provisioned and its failure domains. CAPI writes a Cluster some
 /// twenty times while it comes up (conditions, phase, replica counters, its finalizer, the
 /// initialization this control plane reported itself); none of the rest changes a decision.
@@ -479,6 +484,8 @@ pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {
     let meta = &c.metadata;
     mk8s_api::capi::hash_json(&(
         (&meta.name, &meta.namespace, &meta.uid, &c.types),
+        // A deleting control plane's waiting message says whether its Cluster is deleting.
+        &meta.deletion_timestamp,
         &c.spec,
         c.infrastructure_ready(),
         c.status.as_ref().map(|s| &s.failure_domains),
@@ -872,8 +879,13 @@ mod tests {
             edit(&mut x);
             assert_eq!(super::cluster_fingerprint(&x), fp, "{x:?}");
         }
-        let read: [Edit; 4] = [
+        let read: [Edit; 5] = [
             |c| c.spec.paused = Some(true),
+            |c| {
+                c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ))
+            },
             |c| {
                 c.spec.control_plane_endpoint = Some(mk8s_api::capi::ApiEndpoint {
                     host: "10.0.0.1".into(),

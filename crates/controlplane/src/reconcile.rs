@@ -34,13 +34,20 @@ use crate::workload::Workload;
 
 /// Entry point of a reconcile.
 pub async fn reconcile(mcp: Arc<MicroK8sControlPlane>, ctx: Arc<Context>) -> Result<Action> {
+    // Taken before the watch filter too: a filtered-out control plane's triggers must not
+    // stay noted.
+    let cause = ctx.wakes.take(&format!(
+        "{}/{}",
+        mcp.metadata.namespace.as_deref().unwrap_or_default(),
+        mcp.metadata.name.as_deref().unwrap_or_default()
+    ));
     if !ctx.rt.passes_watch_filter(&mcp.metadata) {
         return Ok(Action::await_change());
     }
     let timer = ctx.rt.metrics.start(names::CONTROLLER);
     let r = Rec::new(&mcp, &ctx);
     let key = r.key.clone();
-    ctx.rt.metrics.cause(names::CONTROLLER, ctx.wakes.take(&key));
+    ctx.rt.metrics.cause(names::CONTROLLER, cause);
     let res = r.run().await;
     match &res {
         Ok(_) => {

@@ -57,6 +57,14 @@ impl Wakes {
         entry.and_then(|e| e.trigger.or(e.timer)).unwrap_or(UNKNOWN)
     }
 
+    /// The objects with a noted trigger or timer not taken yet.
+    pub fn keys(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Forgets an object that is gone.
     pub fn forget(&self, key: &str) {
         if let Ok(mut m) = self.pending.lock() {
@@ -132,7 +140,9 @@ mod tests {
         );
         assert_eq!(w.take("ns/a"), UNKNOWN, "the timer it replaced is gone too");
         w.timer("ns/a", "provisioning");
+        assert_eq!(w.keys(), ["ns/a"]);
         w.forget("ns/a");
+        assert!(w.keys().is_empty());
         assert_eq!(w.take("ns/a"), UNKNOWN);
     }
 
