@@ -70,16 +70,14 @@ pub struct Written {
     pub superseded: Vec<String>,
     /// The version the write produced.
     pub produced: Option<String>,
-    /// Whether that version differs from the one the write was computed from in its status
-    /// only (same generation and metadata): only then is its watch event nothing but our
-    /// echo. A status apply the server finds unchanged answers with the current version,
-    /// which may carry someone else's change this manager has not seen yet.
-    pub status_only: bool,
     /// The status written.
     pub status: MicroK8sControlPlaneStatus,
-    /// Versions that are only our own echo: the one this write produced if `status_only`,
-    /// and, while our writes follow each other faster than the watch delivers them, those
-    /// the earlier status-only writes of the chain produced (at most [`Written::KEPT`]).
+    /// Versions that are only our own echo: the one this write produced if it differs from
+    /// the one it was computed from in its status only (same generation and metadata; a
+    /// status apply the server finds unchanged answers with the current version, which may
+    /// carry someone else's change this manager has not seen yet), and, while our writes
+    /// follow each other faster than the watch delivers them, those the earlier status-only
+    /// writes of the chain produced (at most [`Written::KEPT`]).
     pub echoes: Vec<String>,
 }
 
@@ -88,7 +86,8 @@ impl Written {
     pub const KEPT: usize = 8;
 
     /// The record of a write of `status` computed from version `from` that produced version
-    /// `produced`, after the previous record `prev`. When `from` is a version `prev` superseded
+    /// `produced` (differing from `from` in its status only, if `status_only`), after the
+    /// previous record `prev`. When `from` is a version `prev` superseded
     /// or produced, the watch is behind our writes, so the earlier ones' versions are
     /// superseded too: seeing the version our previous write produced (its status older than
     /// this one's) must not make a reconcile write this status again.
@@ -103,23 +102,14 @@ impl Written {
         let mut superseded = vec![from];
         let mut echoes: Vec<String> = produced.iter().filter(|_| status_only).cloned().collect();
         if let Some(p) = chained {
-            for v in p.produced.iter().chain(&p.superseded) {
-                if !superseded.contains(v) {
-                    superseded.push(v.clone());
-                }
-            }
-            for v in &p.echoes {
-                if !echoes.contains(v) {
-                    echoes.push(v.clone());
-                }
-            }
+            push_new(&mut superseded, p.produced.iter().chain(&p.superseded));
+            push_new(&mut echoes, &p.echoes);
         }
         superseded.truncate(Self::KEPT);
         echoes.truncate(Self::KEPT);
         Written {
             superseded,
             produced,
-            status_only,
             status,
             echoes,
         }
@@ -141,6 +131,15 @@ impl Written {
     /// echo: the last one's status supersedes the earlier ones'.
     pub fn echo(&self, version: &str) -> bool {
         self.echoes.iter().any(|v| v == version)
+    }
+}
+
+/// Appends the versions of `more` that `list` does not hold yet, in order.
+fn push_new<'a>(list: &mut Vec<String>, more: impl IntoIterator<Item = &'a String>) {
+    for v in more {
+        if !list.contains(v) {
+            list.push(v.clone());
+        }
     }
 }
 
@@ -475,8 +474,9 @@ pub fn contains(obj: &serde_json::Value, patch: &serde_json::Value) -> bool {
 }
 
 /// A hash of what a control plane reads from its Cluster, for the Cluster watch: its identity
-/// (owner references name it), whether it is being deleted, its spec (control plane reference, endpoint, pause), whether
-/// its infrastructure is provisioned and its failure domains. CAPI writes a Cluster some
+/// (owner references name it), whether it is being deleted, its spec (control plane
+/// reference, endpoint, pause), whether its infrastructure is provisioned and its failure
+/// domains. CAPI writes a Cluster some
 /// twenty times while it comes up (conditions, phase, replica counters, its finalizer, the
 /// initialization this control plane reported itself); none of the rest changes a decision.
 pub fn cluster_fingerprint(c: &Cluster) -> Option<u64> {

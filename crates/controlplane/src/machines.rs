@@ -150,10 +150,10 @@ pub const REASON_READ: [&str; 1] = ["Deleting"];
 /// conditions but the statuses (and [`REASON_READ`] reasons) of [`READ_CONDITIONS`]: CAPI
 /// rewrites a Machine's conditions (reasons and messages of a dozen types; its `Ready`
 /// summary quotes the others) and phase some fifteen times while it comes up, each of which
-/// woke the control plane to find nothing to do. Any other Machine of a cluster (a worker) is read only for its existence, deletion,
-/// role, cluster, `providerID` and addresses (copying providerIDs onto Nodes, waiting for
-/// workers on deletion), so none of CAPI's condition and phase rewrites of workers wakes
-/// their control plane.
+/// woke the control plane to find nothing to do. Any other Machine of a cluster (a worker)
+/// is read only for its existence, deletion, role, cluster, `providerID` and addresses
+/// (copying providerIDs onto Nodes, waiting for workers on deletion), so none of CAPI's
+/// condition and phase rewrites of workers wakes their control plane.
 pub fn fingerprint(m: &CpMachine) -> Option<u64> {
     let controlled = m
         .metadata
@@ -708,18 +708,7 @@ mod tests {
                     "",
                 ))
             },
-            |m| {
-                m.status
-                    .as_mut()
-                    .unwrap()
-                    .v1beta2
-                    .as_mut()
-                    .unwrap()
-                    .conditions
-                    .as_mut()
-                    .unwrap()[0]
-                    .reason = "WaitingForPreTerminateHook".into()
-            },
+            |m| first_v1beta2(m).reason = "WaitingForPreTerminateHook".into(),
             |m| m.status.as_mut().unwrap().base.node_ref = Some(mk8s_api::capi::NodeRef { name: "n".into() }),
             |m| {
                 m.metadata
@@ -747,18 +736,7 @@ mod tests {
             |m| m.status.as_mut().unwrap().base.phase = Some("Running".into()),
             |m| m.status.as_mut().unwrap().base.conditions[0].message = "* Infrastructure: waiting".into(),
             |m| m.status.as_mut().unwrap().base.conditions[0].last_transition_time = None,
-            |m| {
-                m.status
-                    .as_mut()
-                    .unwrap()
-                    .v1beta2
-                    .as_mut()
-                    .unwrap()
-                    .conditions
-                    .as_mut()
-                    .unwrap()[0]
-                    .message = "other".into()
-            },
+            |m| first_v1beta2(m).message = "other".into(),
         ];
         for edit in noise {
             let mut c = cp.clone();
@@ -771,6 +749,20 @@ mod tests {
         let owned_fp = fingerprint(&owned);
         owned.status.as_mut().unwrap().base.conditions[0].status = "True".into();
         assert_ne!(fingerprint(&owned), owned_fp);
+    }
+
+    /// The first of a test Machine's `status.v1beta2.conditions`.
+    fn first_v1beta2(m: &mut CpMachine) -> &mut Condition {
+        &mut m
+            .status
+            .as_mut()
+            .unwrap()
+            .v1beta2
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
     }
 
     #[test]

@@ -36,11 +36,9 @@ use crate::workload::Workload;
 pub async fn reconcile(mcp: Arc<MicroK8sControlPlane>, ctx: Arc<Context>) -> Result<Action> {
     // Taken before the watch filter too: a filtered-out control plane's triggers must not
     // stay noted.
-    let cause = ctx.wakes.take(&format!(
-        "{}/{}",
-        mcp.metadata.namespace.as_deref().unwrap_or_default(),
-        mcp.metadata.name.as_deref().unwrap_or_default()
-    ));
+    let cause = ctx
+        .wakes
+        .take(&mk8s_runtime::wakes::key_of(&ObjectRef::from_obj(&*mcp)));
     if !ctx.rt.passes_watch_filter(&mcp.metadata) {
         return Ok(Action::await_change());
     }

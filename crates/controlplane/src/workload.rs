@@ -490,9 +490,11 @@ impl Workloads {
     }
 }
 
-/// Applies `f` to the state; returns its verdict (whether the change matters).
-fn update(state: &Mutex<WatchState>, f: impl FnOnce(&mut WatchState) -> bool) -> bool {
-    state.lock().map(|mut s| f(&mut s)).unwrap_or(false)
+/// Applies `f` to the state.
+fn update(state: &Mutex<WatchState>, f: impl FnOnce(&mut WatchState)) {
+    if let Ok(mut s) = state.lock() {
+        f(&mut s);
+    }
 }
 
 enum Ev {
@@ -570,7 +572,6 @@ async fn watch(
                 update(&w.state, |s| {
                     s.node_error = None;
                     s.pod_error = None;
-                    true
                 });
                 if let Some(source) = reachability_wake(&before, &w.state().reachability()) {
                     wake(source);
@@ -588,10 +589,10 @@ async fn watch(
         match ev {
             EvU::Node(Ok(e)) => {
                 node_writer.apply_watcher_event(&e);
-                update(&w.state, |s| s.node_error.take().is_some());
+                update(&w.state, |s| s.node_error = None);
                 match &e {
                     watcher::Event::InitDone => {
-                        update(&w.state, |s| !std::mem::replace(&mut s.nodes_synced, true));
+                        update(&w.state, |s| s.nodes_synced = true);
                         let live = node_writer.as_reader().state();
                         forget_unlisted(&mut seen, "node/", live.iter().map(|n| n.name_any()));
                         wake_now.get_or_insert("workload_nodes_listed");
@@ -612,10 +613,10 @@ async fn watch(
             }
             EvU::Pod(Ok(e)) => {
                 pod_writer.apply_watcher_event(&e);
-                update(&w.state, |s| s.pod_error.take().is_some());
+                update(&w.state, |s| s.pod_error = None);
                 match &e {
                     watcher::Event::InitDone => {
-                        update(&w.state, |s| !std::mem::replace(&mut s.pods_synced, true));
+                        update(&w.state, |s| s.pods_synced = true);
                         let live = pod_writer.as_reader().state();
                         forget_unlisted(&mut seen, "pod/", live.iter().map(|p| p.name_any()));
                         wake_now.get_or_insert("workload_pods_listed");
@@ -637,13 +638,13 @@ async fn watch(
             EvU::Node(Err(e)) => {
                 let msg = e.to_string();
                 warn!(cluster = %w.key, watch = "nodes", error = %msg, "workload cluster watch failed");
-                update(&w.state, |s| s.node_error.replace(msg).is_none());
+                update(&w.state, |s| s.node_error = Some(msg));
                 error_over_at = Some(tokio::time::Instant::now() + ERROR_OVER_AFTER);
             }
             EvU::Pod(Err(e)) => {
                 let msg = e.to_string();
                 warn!(cluster = %w.key, watch = "pods", error = %msg, "workload cluster watch failed");
-                update(&w.state, |s| s.pod_error.replace(msg).is_none());
+                update(&w.state, |s| s.pod_error = Some(msg));
                 error_over_at = Some(tokio::time::Instant::now() + ERROR_OVER_AFTER);
             }
         }
